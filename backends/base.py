@@ -1,0 +1,131 @@
+"""The Backend protocol. Kernels never touch devices; adapters do it for them."""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str = ""
+
+
+# Precision modes: what each means, and the flags it sets on each device type.
+# A mode absent for a device type does not exist there (TF32 has no NPU meaning, HF32 no CUDA one).
+PRECISION_MODES: dict[str, dict] = {
+    "ieee": {
+        "description": "IEEE fp32 matmul and convolution: no reduced-precision inputs",
+        "cpu": {}, "cuda": {"cuda_matmul_tf32": False, "cudnn_tf32": False}, "npu": {"npu_matmul_hf32": False, "npu_conv_hf32": False},
+    },
+    "tf32": {
+        "description": "TF32 tensor-core inputs (10-bit mantissa) for fp32 matmul and convolution",
+        "cuda": {"cuda_matmul_tf32": True, "cudnn_tf32": True},
+    },
+    "hf32": {
+        "description": "HF32 inputs (11-bit mantissa) for fp32 matmul and convolution on Ascend",
+        "npu": {"npu_matmul_hf32": True, "npu_conv_hf32": True},
+    },
+}
+
+
+class Backend:
+    """Subclasses set `name` and `device_type` and override what differs on their device."""
+
+    name = "base"
+    device_type = "cpu"
+
+    def __init__(self, index: int = 0):
+        self.index = index
+
+    # detection ------------------------------------------------------------
+    def probe(self) -> Availability:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.device_type, self.index) if self.device_type != "cpu" else torch.device("cpu")
+
+    # placement and timing -------------------------------------------------
+    def place(self, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return tensor.to(device=self.device, dtype=dtype or tensor.dtype)
+
+    def synchronize(self) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def timer(self) -> Iterator[dict]:
+        """Wall time on the host; device adapters override with device events."""
+        out = {"ms": float("nan")}
+        start = time.perf_counter_ns()
+        yield out
+        self.synchronize()
+        out["ms"] = (time.perf_counter_ns() - start) / 1e6
+
+    def memory_stats(self) -> dict:
+        return {}
+
+    def reset_peak_memory(self) -> None:
+        pass
+
+    # precision and determinism --------------------------------------------
+    def modes(self) -> list[str]:
+        return [m for m, spec in PRECISION_MODES.items() if self.device_type in spec]
+
+    def _read_flags(self) -> dict:
+        return {}
+
+    def _write_flags(self, flags: dict) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def precision(self, mode: str = "ieee", deterministic: bool | None = None) -> Iterator[None]:
+        """Pin a precision mode (and optionally deterministic algorithms), restoring both after."""
+        spec = PRECISION_MODES.get(mode, {})
+        if self.device_type not in spec:
+            raise ValueError(f"precision mode {mode!r} does not exist on {self.name}")
+        saved_flags = self._read_flags()
+        saved_det = torch.are_deterministic_algorithms_enabled()
+        saved_matmul = torch.get_float32_matmul_precision()
+        try:
+            self._write_flags(spec[self.device_type])
+            if deterministic is not None:
+                torch.use_deterministic_algorithms(deterministic)
+            yield
+        finally:
+            self._write_flags(saved_flags)
+            torch.use_deterministic_algorithms(saved_det)
+            torch.set_float32_matmul_precision(saved_matmul)
+
+    # identity -----------------------------------------------------------------
+    def device_name(self) -> str:
+        return platform.processor() or platform.machine()
+
+    def versions(self) -> dict:
+        return {}
+
+    def identity(self) -> dict:
+        """Who computed a result: device, software versions and every numeric flag in force."""
+        return {
+            "backend": self.name,
+            "device": str(self.device),
+            "device_name": self.device_name(),
+            "torch": torch.__version__,
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            **self.versions(),
+            "flags": {
+                "float32_matmul_precision": torch.get_float32_matmul_precision(),
+                "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+                "num_threads": torch.get_num_threads(),
+                **self._read_flags(),
+            },
+        }

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from .base import Availability, Backend
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+    device_type = "cuda"
+
+    def probe(self) -> Availability:
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            return Availability(False, f"this torch build ({torch.__version__}) has no CUDA support")
+        try:
+            if not torch.cuda.is_available():
+                return Availability(False, "no CUDA device visible (torch.cuda.is_available() is False)")
+            count = torch.cuda.device_count()
+        except Exception as exc:  # driver errors surface here
+            return Availability(False, f"CUDA driver error: {' '.join(str(exc).split())}")
+        if self.index >= count:
+            return Availability(False, f"CUDA device {self.index} requested, {count} present")
+        return Availability(True, "")
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def timer(self) -> Iterator[dict]:
+        out = {"ms": float("nan")}
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        yield out
+        end.record()
+        end.synchronize()
+        out["ms"] = start.elapsed_time(end)
+
+    def memory_stats(self) -> dict:
+        return {"max_allocated_bytes": torch.cuda.max_memory_allocated(self.device),
+                "max_reserved_bytes": torch.cuda.max_memory_reserved(self.device)}
+
+    def reset_peak_memory(self) -> None:
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def _read_flags(self) -> dict:
+        return {"cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+                "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+                "cudnn_deterministic": torch.backends.cudnn.deterministic,
+                "cudnn_benchmark": torch.backends.cudnn.benchmark}
+
+    def _write_flags(self, flags: dict) -> None:
+        if "cuda_matmul_tf32" in flags:
+            torch.backends.cuda.matmul.allow_tf32 = flags["cuda_matmul_tf32"]
+        if "cudnn_tf32" in flags:
+            torch.backends.cudnn.allow_tf32 = flags["cudnn_tf32"]
+
+    def device_name(self) -> str:
+        return torch.cuda.get_device_name(self.device)
+
+    def versions(self) -> dict:
+        props = torch.cuda.get_device_properties(self.device)
+        return {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                "compute_capability": f"{props.major}.{props.minor}",
+                "total_memory_bytes": props.total_memory}

@@ -1,0 +1,118 @@
+"""The `provenance` command. Each command parses options, calls the library, prints a table or JSON."""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import errors
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Hardware-aware training-provenance verifier: lineage, drift and platform claims from weights.")
+STATE = {"debug": False, "quiet": False}
+
+
+@app.callback()
+def _global(debug: bool = typer.Option(False, "--debug", help="Show a traceback on errors."),
+            quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on stderr.")):
+    STATE["debug"], STATE["quiet"] = debug, quiet
+
+
+def _emit(obj, as_json: bool, human) -> None:
+    if as_json:
+        typer.echo(json.dumps(obj, indent=2))
+    else:
+        human(obj)
+
+
+@app.command()
+def backends(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """List compute backends, whether each is available, and why not."""
+    from backends import describe_backends
+    rows = describe_backends()
+
+    def human(rows):
+        for r in rows:
+            state = "available" if r["available"] else f"unavailable: {r['reason']}"
+            name = f" ({r['identity']['device_name']})" if r["available"] else ""
+            typer.echo(f"{r['name']:5} {state}{name}")
+    _emit(rows, as_json, human)
+
+
+@app.command()
+def inspect(model: Path = typer.Argument(..., help="Checkpoint file or directory."),
+            as_json: bool = typer.Option(False, "--json"),
+            no_hash: bool = typer.Option(False, "--no-hash", help="Skip hashing the files (faster on huge checkpoints).")):
+    """Format, family, shape facts and role map of a checkpoint, from headers alone."""
+    from .model import inspect_model
+    info = inspect_model(model, with_hashes=not no_hash)
+
+    def human(info):
+        for key in ("format", "family", "num_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+                    "intermediate_size", "num_experts", "vocab_size", "num_parameters", "dtypes", "content_hash"):
+            typer.echo(f"{key:20} {info[key]}")
+        typer.echo(f"{'mapped tensors':20} {len(info['roles'])}")
+        typer.echo(f"{'unmapped tensors':20} {len(info['unmapped'])}" +
+                   (f" ({', '.join(info['unmapped'][:5])}{', ...' if len(info['unmapped']) > 5 else ''})" if info["unmapped"] else ""))
+    _emit(info, as_json, human)
+
+
+@app.command()
+def suite(models: List[Path] = typer.Argument(..., help="Checkpoints (files or directories)."),
+          out: Path = typer.Option(..., "--out", "-o", help="Directory for the evidence bundle."),
+          backend: Optional[List[str]] = typer.Option(None, "--backends", "-b", help="Backends to use (default: every available one).")):
+    """Run every verification capability on the models across backends; write an evidence bundle."""
+    from .suite import run_suite
+    result = run_suite([str(m) for m in models], out, backend_names=backend, progress=not STATE["quiet"])
+    typer.echo(f"evidence bundle written to {out} ({result['summary']})")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("provenance-demo"), "--out", "-o", help="Directory for the demo's evidence bundle."),
+         backend: Optional[List[str]] = typer.Option(None, "--backends", "-b")):
+    """Build the embedded tiny-model zoo (no download) and run the suite on it."""
+    from .suite import run_demo
+    result = run_demo(out, backend_names=backend, progress=not STATE["quiet"])
+    typer.echo(f"demo evidence bundle written to {out} ({result['summary']})")
+    typer.echo(f"read {out / 'report.md'} or open {out / 'report.html'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    STATE["debug"] = "--debug" in argv
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="provenance", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except errors.ProvenanceError as exc:
+        if STATE["debug"]:
+            traceback.print_exc()
+        print(f"provenance: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("provenance: interrupted; no partial output was written", file=sys.stderr)
+        return errors.INTERRUPTED
+    except Exception as exc:
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # typer's usage errors
+            exc.show()
+            return errors.USAGE
+        # anything else is a bug: say so on one line; --debug shows where
+        if STATE["debug"]:
+            traceback.print_exc()
+        text = " ".join(str(exc).split())[:300]
+        print(f"provenance: internal error: {type(exc).__name__}: {text} (rerun with --debug for a traceback)", file=sys.stderr)
+        return errors.INTERNAL
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

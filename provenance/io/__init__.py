@@ -1,0 +1,111 @@
+"""Checkpoint readers. `open_source(path)` picks one by what the path holds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputNotFound, MalformedInput, Unsupported
+from .base import TensorInfo, TensorSource, confined, read_json_file
+from .gguf_reader import open_gguf
+from .onnx_reader import open_onnx
+from .safetensors_reader import open_safetensors
+from .torch_reader import open_torch
+
+# format -> (opener, file suffixes, marker files that identify a directory)
+FORMATS = {
+    "safetensors": (open_safetensors, (".safetensors",), ("model.safetensors.index.json",)),
+    "torch": (open_torch, (".bin", ".pt", ".pth", ".ckpt"), ("pytorch_model.bin.index.json",)),
+    "gguf": (open_gguf, (".gguf",), ()),
+    "onnx": (open_onnx, (".onnx",), ()),
+}
+# file magic -> format, for files whose suffix says nothing useful
+MAGIC = {b"GGUF": "gguf"}
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt")
+
+
+def detect_format(path: Path) -> str:
+    if path.is_dir():
+        for fmt, (_, suffixes, markers) in FORMATS.items():
+            if any((path / m).exists() for m in markers):
+                return fmt
+        for fmt, (_, suffixes, _) in FORMATS.items():
+            if any(p.suffix in suffixes for p in path.iterdir() if p.is_file() or p.is_symlink()):
+                return fmt
+        raise Unsupported("no checkpoint found in directory (looked for safetensors, .bin/.pt, .gguf, .onnx)", path)
+    if path.name.endswith(".index.json"):
+        return "torch" if path.name.startswith("pytorch_model") else "safetensors"
+    for fmt, (_, suffixes, _) in FORMATS.items():
+        if path.suffix in suffixes:
+            return fmt
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head in MAGIC:
+        return MAGIC[head]
+    raise Unsupported(f"unknown checkpoint format (suffix {path.suffix!r})", path)
+
+
+def load_config(directory: Path) -> dict:
+    """config.json beside the weights, if any. Never required: shapes are read from tensors."""
+    candidate = directory / "config.json"
+    if not candidate.exists():
+        return {}
+    data = read_json_file(confined(directory, "config.json", what="config"))
+    if not isinstance(data, dict):
+        raise MalformedInput("config.json is not a JSON object", candidate)
+    return data
+
+
+def load_vocab(directory: Path) -> tuple[list[str] | None, Path | None]:
+    """Token strings by id from HF tokenizer files, for aligning models whose vocabularies differ."""
+    for name in TOKENIZER_FILES:
+        candidate = directory / name
+        if not candidate.exists():
+            continue
+        path = confined(directory, name, what="tokenizer")
+        return _tokens_from(path, name), path
+    return None, None
+
+
+def _tokens_from(path: Path, name: str) -> list[str] | None:
+    if name == "vocab.txt":
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    data = read_json_file(path)
+    model = data.get("model") if isinstance(data, dict) else None
+    mapping = model.get("vocab") if name == "tokenizer.json" and isinstance(model, dict) else data
+    if isinstance(mapping, list):  # unigram tokenizers: [[piece, score], ...]
+        return [str(p[0]) if isinstance(p, list) and p else str(p) for p in mapping]
+    if isinstance(mapping, dict) and all(isinstance(v, int) for v in mapping.values()):
+        size = max(mapping.values(), default=-1) + 1
+        if size > 10_000_000:
+            raise MalformedInput(f"vocabulary claims {size} ids", path)
+        tokens = [""] * size
+        for token, idx in mapping.items():
+            if idx >= 0:
+                tokens[idx] = token
+        return tokens
+    return None
+
+
+def open_source(path: str | Path) -> TensorSource:
+    """Open a checkpoint file or directory for lazy, read-only access."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        raise InputNotFound("no such file or directory", path)
+    if path.is_symlink() and not path.exists():
+        raise InputNotFound("dangling symbolic link", path)
+    fmt = detect_format(path)
+    directory = path if path.is_dir() else path.parent
+    config = load_config(directory)
+    opener = FORMATS[fmt][0]
+    source = opener(path, path, config)
+    if config:
+        source.side_files.append(directory / "config.json")
+    if source.format == "gguf":
+        source.vocab_tokens = source.vocab()
+    elif path.is_dir() or config:  # a bare file's neighbours are not assumed to belong to it
+        source.vocab_tokens, vocab_file = load_vocab(directory)
+        if vocab_file is not None:
+            source.side_files.append(vocab_file)
+    return source
+
+
+__all__ = ["TensorInfo", "TensorSource", "open_source", "detect_format", "FORMATS"]

@@ -1,0 +1,132 @@
+"""The one shape every checkpoint reader has: names, shapes, one tensor at a time."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InputNotFound, MalformedInput, UnsafeInput
+
+HASH_CHUNK = 1 << 20
+MAX_JSON_BYTES = 64 << 20  # config and index files are small; a huge one is hostile
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str          # storage dtype as the format names it: "F32", "BF16", "Q4_1", "int8"...
+    file: str           # path relative to the source root
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def confined(root: Path, relative: str, *, what: str = "file") -> Path:
+    """Resolve `relative` under `root`, refusing anything that leaves it (.., absolute, symlinks)."""
+    if not relative or os.path.isabs(relative) or "\x00" in relative:
+        raise UnsafeInput(f"{what} path {relative!r} is not a relative path inside the model directory", root)
+    candidate = (root / relative)
+    resolved = candidate.resolve()
+    if resolved != root.resolve() and root.resolve() not in resolved.parents:
+        raise UnsafeInput(f"{what} {relative!r} resolves outside the model directory", root)
+    if not resolved.exists():
+        raise InputNotFound(f"{what} {relative!r} is missing", root)
+    return resolved
+
+
+def read_json_file(path: Path) -> Any:
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise MalformedInput(f"JSON file is {size} bytes, larger than the {MAX_JSON_BYTES} allowed", path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedInput(f"invalid JSON ({exc})", path) from None
+
+
+def _no_duplicate_keys(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class TensorSource(ABC):
+    """A checkpoint opened for reading. Nothing is read until a tensor is asked for."""
+
+    format: str = ""
+
+    def __init__(self, root: Path, files: list[Path], config: dict | None = None):
+        self.root = root
+        self.files = files
+        self.config = config or {}
+        self.metadata: dict[str, Any] = {}
+        self.vocab_tokens: list[str] | None = None  # token strings by id, when the checkpoint ships a tokenizer
+        self.side_files: list[Path] = []  # config, index and tokenizer files: read, so hashed too
+        self._hashes: dict[str, str] | None = None
+
+    @abstractmethod
+    def infos(self) -> dict[str, TensorInfo]:
+        """Every tensor's name, shape and storage dtype, from headers only."""
+
+    @abstractmethod
+    def _load(self, name: str) -> torch.Tensor:
+        ...
+
+    def get(self, name: str) -> torch.Tensor:
+        """One tensor, on the CPU, in floating point (quantized formats are dequantized)."""
+        info = self.infos().get(name)
+        if info is None:
+            raise KeyError(name)
+        tensor = self._load(name)
+        if tuple(tensor.shape) != info.shape:
+            raise MalformedInput(f"tensor {name!r} has shape {tuple(tensor.shape)}, header says {info.shape}",
+                                 self.root / info.file)
+        return tensor
+
+    def sha256(self) -> dict[str, str]:
+        """sha256 of every file the source reads, keyed by path relative to the root."""
+        if self._hashes is None:
+            self._hashes = {self._relative(f): sha256_file(f) for f in sorted(set(self.files) | set(self.side_files))}
+        return self._hashes
+
+    def content_hash(self) -> str:
+        """One digest over the files' digests: the identity of the input in every report."""
+        joined = "\n".join(f"{name} {digest}" for name, digest in sorted(self.sha256().items()))
+        return hashlib.sha256(joined.encode()).hexdigest()
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root)) if self.root.is_dir() else path.name
+        except ValueError:
+            return path.name
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,113 @@
+"""GGUF (llama.cpp) files through the `gguf` package, dequantized one tensor at a time."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import MalformedInput, Unsupported
+from .base import TensorInfo, TensorSource
+
+# GGUF metadata key suffix -> HF config key, so the rest of the code sees one vocabulary of facts
+CONFIG_KEYS = {
+    "block_count": "num_hidden_layers",
+    "embedding_length": "hidden_size",
+    "feed_forward_length": "intermediate_size",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "vocab_size": "vocab_size",
+    "expert_count": "num_experts",
+    "expert_used_count": "num_experts_per_tok",
+    "context_length": "max_position_embeddings",
+}
+# Architectures whose converter permutes attn_q/attn_k rows for llama.cpp's RoPE layout:
+# tensor name suffix -> config key holding the head count used for that permutation.
+ROPE_PERMUTED = {
+    "llama": {"attn_q.weight": "num_attention_heads", "attn_k.weight": "num_key_value_heads"},
+}
+
+
+def _field(reader, key):
+    field = reader.fields.get(key)
+    if field is None:
+        return None
+    try:
+        return field.contents()
+    except Exception:
+        return None
+
+
+def unpermute_rope_rows(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Undo llama.cpp's interleaving of rotary halves so rows line up with the HF layout."""
+    rows, cols = w.shape
+    if n_head <= 0 or rows % (2 * n_head):
+        raise MalformedInput(f"cannot undo the RoPE row permutation: {rows} rows, {n_head} heads")
+    return w.reshape(n_head, rows // n_head // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+class GGUFSource(TensorSource):
+    format = "gguf"
+
+    def __init__(self, root: Path, path: Path):
+        try:
+            import gguf
+        except ImportError:
+            raise Unsupported("reading GGUF needs the gguf package: pip install 'provenance[gguf]'", path) from None
+        self._gguf = gguf
+        try:
+            self._reader = gguf.GGUFReader(str(path), "r")
+            tensors = list(self._reader.tensors)
+        except Exception as exc:  # the reader raises ValueError, IndexError, struct errors... on bad files
+            raise MalformedInput(f"not a readable GGUF file ({type(exc).__name__}: {str(exc)[:200]})", path) from None
+        arch = _field(self._reader, "general.architecture")
+        config: dict = {"model_type": f"gguf-{arch}" if arch else "gguf", "gguf_architecture": arch}
+        for suffix, key in CONFIG_KEYS.items():
+            value = _field(self._reader, f"{arch}.{suffix}")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                config[key] = int(value)
+        super().__init__(root, [path], config)
+        self.metadata = {"general.name": _field(self._reader, "general.name"),
+                         "general.file_type": _field(self._reader, "general.file_type")}
+        self._tensors = {}
+        self._infos: dict[str, TensorInfo] = {}
+        for t in tensors:
+            shape = tuple(int(d) for d in reversed([int(x) for x in t.shape]))
+            if t.name in self._infos:
+                raise MalformedInput(f"tensor {t.name!r} appears twice", path)
+            self._tensors[t.name] = t
+            self._infos[t.name] = TensorInfo(t.name, shape, t.tensor_type.name, path.name)
+        self._permuted = ROPE_PERMUTED.get(arch or "", {})
+
+    def vocab(self) -> list[str] | None:
+        tokens = _field(self._reader, "tokenizer.ggml.tokens")
+        return [str(t) for t in tokens] if isinstance(tokens, list) else None
+
+    def infos(self) -> dict[str, TensorInfo]:
+        return self._infos
+
+    def _load(self, name: str) -> torch.Tensor:
+        t = self._tensors[name]
+        info = self._infos[name]
+        try:
+            array = self._gguf.quants.dequantize(t.data, t.tensor_type)
+            array = np.asarray(array, dtype=np.float32).reshape(info.shape)
+        except Exception as exc:
+            raise MalformedInput(f"cannot dequantize tensor {name!r} of type {info.dtype} ({exc})", self.files[0]) from None
+        tensor = torch.from_numpy(array.copy())
+        for suffix, heads_key in self._permuted.items():
+            if name.endswith(suffix) and tensor.dim() == 2:
+                tensor = unpermute_rope_rows(tensor, int(self.config.get(heads_key) or 0))
+        return tensor
+
+    def close(self) -> None:
+        self._tensors.clear()
+
+
+def open_gguf(path: Path, root: Path, config: dict | None) -> GGUFSource:
+    if path.is_dir():
+        files = sorted(path.glob("*.gguf"))
+        if len(files) != 1:
+            raise Unsupported(f"directory holds {len(files)} .gguf files; name one", path)
+        path = files[0]
+    return GGUFSource(root if root.is_dir() else path.parent, path)

@@ -1,0 +1,155 @@
+"""safetensors: single files, model directories and sharded checkpoints.
+
+The header is validated here before the safetensors library memory-maps the file,
+so a hostile file gets an error that names the problem instead of a library panic.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ..errors import MalformedInput, Unsupported
+from .base import TensorInfo, TensorSource, _no_duplicate_keys, confined, read_json_file
+
+# storage dtype -> bytes per element (safetensors' own names)
+DTYPE_SIZES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+}
+MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit
+INDEX_NAME = "model.safetensors.index.json"
+
+
+def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict]:
+    """Parse and validate one file's header: every tensor's bytes lie inside the file, once."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        prefix = fh.read(8)
+        if len(prefix) < 8:
+            raise MalformedInput("file is shorter than the 8-byte safetensors header length", path)
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > MAX_HEADER_BYTES:
+            raise MalformedInput(f"header length {header_len} exceeds the {MAX_HEADER_BYTES}-byte limit", path)
+        if 8 + header_len > size:
+            raise MalformedInput(f"header length {header_len} runs past the end of the {size}-byte file", path)
+        raw = fh.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedInput(f"header is not valid JSON ({exc})", path) from None
+    if not isinstance(header, dict):
+        raise MalformedInput("header is not a JSON object", path)
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise MalformedInput("__metadata__ is not an object", path)
+    data_len = size - 8 - header_len
+    infos: dict[str, TensorInfo] = {}
+    spans = []
+    for name, entry in header.items():
+        if not isinstance(entry, dict):
+            raise MalformedInput(f"entry for tensor {name!r} is not an object", path)
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype not in DTYPE_SIZES:
+            raise MalformedInput(f"tensor {name!r} has unknown dtype {dtype!r}", path)
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+            raise MalformedInput(f"tensor {name!r} has an invalid shape {shape!r}", path)
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+            raise MalformedInput(f"tensor {name!r} has invalid data_offsets {offsets!r}", path)
+        begin, end = offsets
+        if not 0 <= begin <= end <= data_len:
+            raise MalformedInput(f"tensor {name!r} offsets [{begin}, {end}] lie outside the {data_len}-byte data section", path)
+        numel = 1
+        for d in shape:
+            numel *= d
+        if numel * DTYPE_SIZES[dtype] != end - begin:
+            raise MalformedInput(f"tensor {name!r}: shape {shape} of {dtype} needs {numel * DTYPE_SIZES[dtype]} bytes, offsets give {end - begin}", path)
+        infos[name] = TensorInfo(name, tuple(shape), dtype, path.name)
+        spans.append((begin, end, name))
+    spans.sort()
+    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise MalformedInput(f"tensors {n0!r} and {n1!r} overlap in the data section", path)
+    return infos, metadata
+
+
+class SafetensorsSource(TensorSource):
+    format = "safetensors"
+
+    def __init__(self, root: Path, files: list[Path], config: dict | None = None,
+                 weight_map: dict[str, Path] | None = None):
+        super().__init__(root, files, config)
+        self._infos: dict[str, TensorInfo] = {}
+        self._file_of: dict[str, Path] = {}
+        for f in files:
+            infos, meta = read_header(f)
+            self.metadata.setdefault("file_metadata", {})[self._relative(f)] = meta
+            for name, info in infos.items():
+                if name in self._infos:
+                    raise MalformedInput(f"tensor {name!r} appears in more than one shard", f)
+                self._infos[name] = TensorInfo(name, info.shape, info.dtype, self._relative(f))
+                self._file_of[name] = f
+        if weight_map is not None:
+            for name, f in weight_map.items():
+                if name not in self._infos:
+                    raise MalformedInput(f"index lists tensor {name!r} in {f.name}, which does not hold it", root / INDEX_NAME)
+                if self._file_of[name] != f:
+                    raise MalformedInput(f"index puts tensor {name!r} in {f.name}, but it is in {self._file_of[name].name}", root / INDEX_NAME)
+        self._handles: dict[Path, object] = {}
+
+    def infos(self) -> dict[str, TensorInfo]:
+        return self._infos
+
+    def _load(self, name: str) -> torch.Tensor:
+        path = self._file_of[name]
+        handle = self._handles.get(path)
+        if handle is None:
+            try:
+                handle = safe_open(str(path), framework="pt", device="cpu")
+            except Exception as exc:  # the library's own validation, after ours
+                raise MalformedInput(f"cannot open safetensors file ({exc})", path) from None
+            self._handles[path] = handle
+        try:
+            return handle.get_tensor(name)
+        except Exception as exc:
+            raise MalformedInput(f"cannot read tensor {name!r} ({exc})", path) from None
+
+    def close(self) -> None:
+        self._handles.clear()
+
+
+def open_safetensors(path: Path, root: Path, config: dict | None) -> SafetensorsSource:
+    """`path` is a .safetensors file, an index file, or a directory holding either."""
+    if path.is_dir():
+        index = path / INDEX_NAME
+        if index.exists():
+            return _open_index(confined(path, INDEX_NAME, what="index"), path, config)
+        files = sorted(p for p in path.glob("*.safetensors"))
+        if not files:
+            raise Unsupported("directory holds no .safetensors file", path)
+        return SafetensorsSource(path, [confined(path, f.name) for f in files], config)
+    if path.name.endswith(".index.json"):
+        return _open_index(path, path.parent, config)
+    return SafetensorsSource(root, [path], config)
+
+
+def _open_index(index: Path, root: Path, config: dict | None) -> SafetensorsSource:
+    data = read_json_file(index)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise MalformedInput("index has no weight_map object", index)
+    shards: dict[str, Path] = {}
+    resolved_map = {}
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise MalformedInput(f"weight_map entry for {name!r} is not a file name", index)
+        if shard not in shards:
+            shards[shard] = confined(root, shard, what="shard")
+        resolved_map[name] = shards[shard]
+    source = SafetensorsSource(root, sorted(set(shards.values())), config, weight_map=resolved_map)
+    source.side_files.append(index)
+    return source

@@ -1,0 +1,43 @@
+"""Opening a model: the path a user gives, through a reader, into a canonical view."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .arch import ModelView
+from .io import open_source
+from .schemas import SCHEMA_VERSIONS
+
+
+def open_model(path: str | Path) -> ModelView:
+    return ModelView.from_source(open_source(path))
+
+
+def inspect_model(path: str | Path, *, with_hashes: bool = True) -> dict:
+    """Family and shape facts, roles and unmapped tensors, from headers alone."""
+    view = open_model(path)
+    try:
+        source = view.source
+        out = {
+            "schema_version": SCHEMA_VERSIONS["inspect"],
+            "path": str(path),
+            "format": source.format,
+            "family": view.family.name,
+            **view.facts,
+            "sha256": source.sha256() if with_hashes else {},
+            "content_hash": source.content_hash() if with_hashes else None,
+            "roles": {name: _role_label(ref) for name, ref in sorted(view.roles.items())},
+            "unmapped": view.unmapped,
+            "has_vocab": source.vocab_tokens is not None,
+        }
+    finally:
+        source.close()
+    return out
+
+
+def _role_label(ref) -> str:
+    label = ref.role
+    if ref.layer is not None:
+        label = f"layers.{ref.layer}.{label}"
+    if ref.expert is not None:
+        label += f"[{ref.expert}]"
+    return label

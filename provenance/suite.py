@@ -1,0 +1,122 @@
+"""The verification suite: every capability, on every model, on every chosen backend.
+
+Each stage reads the shared context and returns its JSON section and its report
+sections; adding a capability is adding a row to STAGES.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .atomic import write_json
+from .errors import UnsafeInput
+from .model import inspect_model
+from .progress import Progress
+from .report.render import Section, write_report
+from .schemas import SCHEMA_VERSIONS
+
+
+@dataclass
+class SuiteContext:
+    models: list[str]
+    labels: list[str]
+    backends: list  # Backend instances
+    out: Path
+    progress: bool
+    results: dict = field(default_factory=dict)
+
+
+def _stage_inspect(ctx: SuiteContext):
+    rows, infos = [], {}
+    for label, path in zip(ctx.labels, ctx.models):
+        info = inspect_model(path)
+        infos[label] = info
+        rows.append([label, info["format"], info["family"], info["num_layers"], info["hidden_size"],
+                     info["num_experts"], info["vocab_size"], info["num_parameters"], info["content_hash"][:16]])
+    section = Section("Models", "Each input as the readers and family tables see it, with its content hash.",
+                      ["model", "format", "family", "layers", "hidden", "experts", "vocab", "parameters", "content hash"], rows)
+    return infos, [section]
+
+
+def _stage_backends(ctx: SuiteContext):
+    from backends import describe_backends
+    rows = describe_backends()
+    used = {b.name for b in ctx.backends}
+    table = [[r["name"], "yes" if r["available"] else "no", "yes" if r["name"] in used else "no",
+              r["identity"]["device_name"] if r["available"] else r["reason"]] for r in rows]
+    return rows, [Section("Backends", "Every backend this machine could offer, and the ones this run used.",
+                          ["backend", "available", "used", "device or reason"], table)]
+
+
+# name -> stage function; run in order, each sees the results of those before it
+STAGES: dict[str, Callable] = {
+    "backends": _stage_backends,
+    "inspect": _stage_inspect,
+}
+
+
+def _labels(models: list[str]) -> list[str]:
+    labels = []
+    for m in models:
+        p = Path(m)
+        base = p.name if p.is_dir() else p.stem
+        label, n = base, 2
+        while label in labels:
+            label, n = f"{base}-{n}", n + 1
+        labels.append(label)
+    return labels
+
+
+def _refuse_model_dirs(out: Path, models: list[str]) -> None:
+    target = out.resolve()
+    for m in models:
+        model_dir = Path(m).resolve() if Path(m).is_dir() else Path(m).resolve().parent
+        if target == model_dir or model_dir in target.parents:
+            raise UnsafeInput(f"refusing to write the bundle inside the model directory {model_dir}", out)
+
+
+def run_suite(models: list[str], out: Path, backend_names: list[str] | None = None, progress: bool = True,
+              labels: list[str] | None = None) -> dict:
+    from backends import available_backends, get_backend
+    out = Path(out)
+    _refuse_model_dirs(out, models)
+    chosen = [get_backend(n) for n in backend_names] if backend_names else available_backends()
+    ctx = SuiteContext(models, labels or _labels(models), chosen, out, progress)
+    tracker = Progress(len(STAGES), "suite", progress)
+    sections = []
+    for name, stage in STAGES.items():
+        tracker.step(name)
+        ctx.results[name], stage_sections = stage(ctx)
+        sections += stage_sections
+    bundle = {
+        "schema_version": SCHEMA_VERSIONS["suite"],
+        "tool": {"name": "provenance", "version": __version__},
+        "inputs": [{"label": label, "path": path, "content_hash": ctx.results["inspect"][label]["content_hash"],
+                    "sha256": ctx.results["inspect"][label]["sha256"]} for label, path in zip(ctx.labels, models)],
+        "identity": {b.name: b.identity() for b in chosen},
+        **ctx.results,
+    }
+    for b in chosen:
+        write_json(out / "identity" / f"{b.name}.json", bundle["identity"][b.name])
+    write_json(out / "inputs.json", bundle["inputs"])
+    write_json(out / "suite.json", bundle)
+    write_report(out, "provenance verification suite", sections)
+    bundle["summary"] = summarize(bundle)
+    return bundle
+
+
+def summarize(bundle: dict) -> str:
+    parts = [f"{len(bundle['inputs'])} models", f"backends: {', '.join(bundle['identity'])}"]
+    if "compare" in bundle:
+        verdicts = [c["verdict"] for c in bundle["compare"]]
+        parts.append(f"{len(verdicts)} comparisons: " + ", ".join(f"{v} {verdicts.count(v)}" for v in sorted(set(verdicts))))
+    return "; ".join(parts)
+
+
+def run_demo(out: Path, backend_names: list[str] | None = None, progress: bool = True) -> dict:
+    from .zoo import DEMO_MODELS, build_many
+    tracker = Progress(len(DEMO_MODELS), "build zoo", progress)
+    paths = build_many(DEMO_MODELS, progress=tracker.step)
+    return run_suite([str(paths[n]) for n in DEMO_MODELS], out, backend_names, progress, labels=list(DEMO_MODELS))

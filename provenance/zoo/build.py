@@ -1,0 +1,167 @@
+"""The embedded zoo: tiny trained checkpoints in HF layout, deterministic by seed, cached.
+
+A model is named `base-s<seed>` or `base-s<seed>-<transform>`; TRANSFORMS says how each
+derivative is made. Nothing is downloaded: the training text is the stdlib's own source.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import save_file
+
+from . import transforms as T
+from .corpus import Vocab, corpus_digest, corpus_text
+from .tiny import BASE_CONFIG, init_state, train
+
+ZOO_VERSION = 1
+BASE_STEPS, BASE_LR = 400, 3e-3
+TRAIN_THREADS = 2  # fixed so a build is bit-identical on any machine with this torch
+
+
+@dataclass(frozen=True)
+class Transform:
+    description: str
+    op: Callable | None = None       # (state, cfg, gen, vocab) -> (state, cfg, vocab)
+    steps: int = 0
+    lr: float = 1e-3
+    data: str = "other"
+
+
+def _vocab_change(s, c, g, v):
+    new = Vocab.with_merges(corpus_text("other"), 64, seed=int(torch.randint(0, 2**31, (1,), generator=g)))
+    state, cfg = T.change_vocab(s, c, v, new)
+    return state, cfg, new
+
+
+TRANSFORMS: dict[str, Transform] = {
+    "finetune": Transform("fine-tuned on other data (150 steps, lr 1e-3)", steps=150),
+    "continued": Transform("long continued training at a high learning rate (800 steps, lr 3e-3)", steps=800, lr=3e-3),
+    "permute": Transform("MLP neurons and attention heads permuted (function-preserving)",
+                         lambda s, c, g, v: (T.permute(s, c, g), c, v)),
+    "rescale": Transform("Q/K, V/O and up/down rescaled per layer (function-preserving)",
+                         lambda s, c, g, v: (T.rescale(s, c, g), c, v)),
+    "obfuscate": Transform("permuted, then rescaled (function-preserving)",
+                           lambda s, c, g, v: (T.rescale(T.permute(s, c, g), c, g), c, v)),
+    "upcycle": Transform("dense FFN upcycled to a 4-expert MoE with a shared expert, then trained 150 steps",
+                         lambda s, c, g, v: (*T.upcycle(s, c, g), v), steps=150),
+    "remove_layer": Transform("layer 2 removed, then trained 100 steps",
+                              lambda s, c, g, v: (*T.remove_layer(s, c, 2), v), steps=100),
+    "insert_layer": Transform("layer 1 duplicated (depth up-scaling), then trained 100 steps",
+                              lambda s, c, g, v: (*T.insert_layer(s, c, 1), v), steps=100),
+    "prune": Transform("25% of FFN neurons pruned, then trained 100 steps",
+                       lambda s, c, g, v: (*T.prune_mlp(s, c), v), steps=100),
+    "int8": Transform("int8 per-row quantization round trip", lambda s, c, g, v: (T.quantize_int8(s), c, v)),
+    "noise_finetune": Transform("Gaussian noise (0.5x weight std) added, then trained 150 steps",
+                                lambda s, c, g, v: (T.add_noise(s, g), c, v), steps=150),
+    "vocab": Transform("new tokenizer (64 merges, shuffled ids), then trained 150 steps", _vocab_change, steps=150),
+}
+DEMO_MODELS = ("base-s0", "base-s0-finetune", "base-s0-obfuscate", "base-s0-upcycle", "base-s1")
+
+
+def cache_root() -> Path:
+    root = os.environ.get("PROVENANCE_CACHE") or Path.home() / ".cache" / "provenance"
+    return Path(root) / "zoo" / f"v{ZOO_VERSION}-{corpus_digest()}"
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def parse_name(name: str) -> tuple[int, str | None]:
+    parts = name.split("-", 2)
+    if len(parts) < 2 or parts[0] != "base" or not parts[1].startswith("s") or not parts[1][1:].isdigit():
+        raise ValueError(f"zoo model names look like base-s0 or base-s0-finetune, not {name!r}")
+    transform = parts[2] if len(parts) == 3 else None
+    if transform is not None and transform not in TRANSFORMS:
+        raise ValueError(f"unknown transform {transform!r}; known: {', '.join(TRANSFORMS)}")
+    return int(parts[1][1:]), transform
+
+
+def _train_base(seed: int) -> tuple[dict, dict, Vocab]:
+    vocab = Vocab.bytes_only()
+    cfg = dict(BASE_CONFIG)
+    state = init_state(cfg, torch.Generator().manual_seed(seed))
+    state = train(state, cfg, vocab.encode(corpus_text("base")), steps=BASE_STEPS, lr=BASE_LR, seed=1000 + seed)
+    return state, cfg, vocab
+
+
+def _load(path: Path) -> tuple[dict, dict, Vocab]:
+    from safetensors.torch import load_file
+    state = load_file(path / "model.safetensors")
+    cfg = json.loads((path / "config.json").read_text())
+    tokens = json.loads((path / "vocab.json").read_text())
+    merges = json.loads((path / "merges.json").read_text()) if (path / "merges.json").exists() else {}
+    ordered = [t for t, _ in sorted(tokens.items(), key=lambda kv: kv[1])]
+    return state, cfg, Vocab(ordered, {bytes.fromhex(k): v for k, v in merges.items()})
+
+
+def _save(path: Path, state: dict, cfg: dict, vocab: Vocab, description: str) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps({**cfg, "provenance_zoo": description}, indent=1))
+        (tmp / "vocab.json").write_text(json.dumps(vocab.ids))
+        if vocab.merges:
+            (tmp / "merges.json").write_text(json.dumps({k.hex(): v for k, v in vocab.merges.items()}))
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def build(name: str, root: Path | None = None) -> Path:
+    """Path to the zoo model `name`, training it (and its parent) on first use."""
+    seed, transform = parse_name(name)
+    root = root or cache_root()
+    path = root / name
+    if (path / "model.safetensors").exists():
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    with _threads(TRAIN_THREADS), torch.no_grad():
+        if transform is None:
+            with torch.enable_grad():
+                state, cfg, vocab = _train_base(seed)
+            description = f"base model, seed {seed}, {BASE_STEPS} steps on stdlib top-level modules"
+        else:
+            state, cfg, vocab = _load(build(f"base-s{seed}", root))
+            spec = TRANSFORMS[transform]
+            gen = torch.Generator().manual_seed(hash_seed(name))
+            if spec.op is not None:
+                state, cfg, vocab = spec.op(state, cfg, gen, vocab)
+            if spec.steps:
+                with torch.enable_grad():
+                    state = train(state, cfg, vocab.encode(corpus_text(spec.data)), steps=spec.steps, lr=spec.lr,
+                                  seed=hash_seed(name + "/train"))
+            description = f"derived from base-s{seed}: {spec.description}"
+        if path.exists():  # a concurrent build won
+            return path
+        _save(path, state, cfg, vocab, description)
+    return path
+
+
+def hash_seed(text: str) -> int:
+    import hashlib
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def build_many(names, root: Path | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+    out = {}
+    for name in names:
+        if progress:
+            progress(name)
+        out[name] = build(name, root)
+    return out

@@ -1,0 +1,138 @@
+"""What people do to a model to hide (or simply in the course of) derivation.
+
+Each transform takes a trained state and returns a derived one; the function-preserving
+ones (permute, rescale) are checked to preserve the outputs in the tests.
+"""
+from __future__ import annotations
+
+import torch
+
+from .corpus import Vocab
+from .tiny import layer_key, num_layers
+
+ATTN = ("q_proj", "k_proj", "v_proj")
+
+
+def _layer_items(state: dict, i: int) -> dict:
+    prefix = f"model.layers.{i}."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _with_layers(state: dict, layers: list[dict]) -> dict:
+    out = {k: v for k, v in state.items() if not k.startswith("model.layers.")}
+    for i, items in enumerate(layers):
+        out.update({layer_key(i, k): v for k, v in items.items()})
+    return out
+
+
+def permute(state: dict, cfg: dict, gen: torch.Generator) -> dict:
+    """Permute MLP neurons and attention heads (by KV group): the function is unchanged."""
+    out = dict(state)
+    heads, kvh = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = state[layer_key(0, "self_attn.q_proj.weight")].shape[0] // heads
+    group = heads // kvh
+    for i in range(num_layers(state)):
+        f = state[layer_key(i, "mlp.up_proj.weight")].shape[0]
+        perm = torch.randperm(f, generator=gen)
+        for name in ("mlp.gate_proj.weight", "mlp.up_proj.weight"):
+            out[layer_key(i, name)] = state[layer_key(i, name)][perm]
+        out[layer_key(i, "mlp.down_proj.weight")] = state[layer_key(i, "mlp.down_proj.weight")][:, perm]
+        kv_perm = torch.randperm(kvh, generator=gen)
+        q_heads = torch.cat([torch.arange(g * group, (g + 1) * group)[torch.randperm(group, generator=gen)] for g in kv_perm.tolist()])
+        q_rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in q_heads.tolist()])
+        kv_rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in kv_perm.tolist()])
+        for proj, rows in (("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)):
+            for kind in ("weight", "bias"):
+                out[layer_key(i, f"self_attn.{proj}.{kind}")] = state[layer_key(i, f"self_attn.{proj}.{kind}")][rows]
+        out[layer_key(i, "self_attn.o_proj.weight")] = state[layer_key(i, "self_attn.o_proj.weight")][:, q_rows]
+    return out
+
+
+def rescale(state: dict, cfg: dict, gen: torch.Generator) -> dict:
+    """Q*a, K/a, V*b, O/b, up*c, down/c per layer: function-preserving, moves every sigma-curve."""
+    out = dict(state)
+    for i in range(num_layers(state)):
+        a, b, c = (float(torch.empty(1).uniform_(0.25, 4.0, generator=gen)) for _ in range(3))
+        for name, factor in (("self_attn.q_proj", a), ("self_attn.k_proj", 1 / a), ("self_attn.v_proj", b)):
+            out[layer_key(i, name + ".weight")] = state[layer_key(i, name + ".weight")] * factor
+            out[layer_key(i, name + ".bias")] = state[layer_key(i, name + ".bias")] * factor
+        out[layer_key(i, "self_attn.o_proj.weight")] = state[layer_key(i, "self_attn.o_proj.weight")] / b
+        out[layer_key(i, "mlp.up_proj.weight")] = state[layer_key(i, "mlp.up_proj.weight")] * c
+        out[layer_key(i, "mlp.down_proj.weight")] = state[layer_key(i, "mlp.down_proj.weight")] / c
+    return out
+
+
+def upcycle(state: dict, cfg: dict, gen: torch.Generator, experts: int = 4) -> tuple[dict, dict]:
+    """Dense FFN -> fine-grained MoE: neurons shuffled and split into routed experts, half re-used as a shared expert."""
+    out = {k: v for k, v in state.items() if ".mlp." not in k}
+    h = cfg["hidden_size"]
+    for i in range(num_layers(state)):
+        gate, up, down = (state[layer_key(i, f"mlp.{n}_proj.weight")] for n in ("gate", "up", "down"))
+        f = up.shape[0]
+        perm = torch.randperm(f, generator=gen)
+        width = f // experts
+        for e in range(experts):
+            rows = perm[e * width: (e + 1) * width]
+            out[layer_key(i, f"mlp.experts.{e}.gate_proj.weight")] = gate[rows].clone()
+            out[layer_key(i, f"mlp.experts.{e}.up_proj.weight")] = up[rows].clone()
+            out[layer_key(i, f"mlp.experts.{e}.down_proj.weight")] = down[:, rows].clone() * experts / 2
+        shared = torch.randperm(f, generator=gen)[: f // 2]
+        out[layer_key(i, "mlp.shared_expert.gate_proj.weight")] = gate[shared].clone()
+        out[layer_key(i, "mlp.shared_expert.up_proj.weight")] = up[shared].clone()
+        out[layer_key(i, "mlp.shared_expert.down_proj.weight")] = down[:, shared].clone() * 0.5
+        out[layer_key(i, "mlp.gate.weight")] = torch.randn(experts, h, generator=gen) * 0.02
+    moe_cfg = {**cfg, "model_type": "qwen2_moe", "num_experts": experts, "num_experts_per_tok": 2,
+               "moe_intermediate_size": f // experts, "shared_expert_intermediate_size": f // 2}
+    return out, moe_cfg
+
+
+def remove_layer(state: dict, cfg: dict, index: int) -> tuple[dict, dict]:
+    layers = [_layer_items(state, i) for i in range(num_layers(state)) if i != index]
+    return _with_layers(state, layers), {**cfg, "num_hidden_layers": len(layers)}
+
+
+def insert_layer(state: dict, cfg: dict, copy_of: int) -> tuple[dict, dict]:
+    """Depth up-scaling: duplicate a layer in place (as SOLAR did at scale)."""
+    layers = [_layer_items(state, i) for i in range(num_layers(state))]
+    layers.insert(copy_of + 1, {k: v.clone() for k, v in layers[copy_of].items()})
+    return _with_layers(state, layers), {**cfg, "num_hidden_layers": len(layers)}
+
+
+def prune_mlp(state: dict, cfg: dict, keep: float = 0.75) -> tuple[dict, dict]:
+    """Width pruning: keep the FFN neurons with the largest weight norms."""
+    out = dict(state)
+    for i in range(num_layers(state)):
+        up, gate, down = (state[layer_key(i, f"mlp.{n}_proj.weight")] for n in ("up", "gate", "down"))
+        score = up.norm(dim=1) * gate.norm(dim=1) * down.norm(dim=0)
+        rows = score.topk(int(up.shape[0] * keep)).indices.sort().values
+        out[layer_key(i, "mlp.up_proj.weight")] = up[rows]
+        out[layer_key(i, "mlp.gate_proj.weight")] = gate[rows]
+        out[layer_key(i, "mlp.down_proj.weight")] = down[:, rows]
+    return out, {**cfg, "intermediate_size": len(rows)}
+
+
+def quantize_int8(state: dict) -> dict:
+    """Per-row symmetric int8 round trip of every matrix (what an int8 export stores)."""
+    out = {}
+    for k, v in state.items():
+        if v.dim() == 2:
+            scale = v.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
+            out[k] = (torch.round(v / scale).clamp(-127, 127) * scale).to(v.dtype)
+        else:
+            out[k] = v
+    return out
+
+
+def add_noise(state: dict, gen: torch.Generator, relative: float = 0.5) -> dict:
+    return {k: v + torch.randn(v.shape, generator=gen) * v.std() * relative if v.dim() == 2 else v
+            for k, v in state.items()}
+
+
+def change_vocab(state: dict, cfg: dict, old: Vocab, new: Vocab) -> tuple[dict, dict]:
+    """New tokenizer: rows move by token string, merged tokens start as the mean of their parts."""
+    out = dict(state)
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        table = state[key]
+        rows = [table[[old.ids[c] for c in new.components(t)]].mean(0) for t in new.tokens]
+        out[key] = torch.stack(rows)
+    return out, {**cfg, "vocab_size": len(new.tokens)}

@@ -1,0 +1,114 @@
+import sys
+
+import pytest
+import torch
+
+import backends
+from backends import BACKENDS, PRECISION_MODES, get_backend
+from backends.npu import NpuBackend, import_torch_npu
+from provenance.errors import BackendUnavailable
+
+
+def test_cpu_is_available_with_a_full_identity_record():
+    cpu = get_backend("cpu")
+    ident = cpu.identity()
+    for key in ("backend", "device", "device_name", "torch", "python", "flags"):
+        assert key in ident
+    for flag in ("float32_matmul_precision", "deterministic_algorithms", "num_threads"):
+        assert flag in ident["flags"]
+
+
+def test_every_backend_reports_availability_with_a_reason():
+    rows = backends.describe_backends()
+    assert [r["name"] for r in rows] == list(BACKENDS)
+    for r in rows:
+        assert r["available"] or r["reason"]
+        assert (r["identity"] is not None) == r["available"]
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason="this torch build has CUDA; the refusal path is for CPU builds")
+def test_cuda_refused_on_a_cpu_build_with_its_reason():
+    with pytest.raises(BackendUnavailable, match="no CUDA support"):
+        get_backend("cuda")
+
+
+def test_npu_refused_when_torch_npu_is_missing(monkeypatch):
+    import importlib.util
+    import_torch_npu.cache_clear()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch_npu" else real(name, *a))
+    try:
+        status = NpuBackend().probe()
+        assert not status.available and "not installed" in status.reason
+    finally:
+        import_torch_npu.cache_clear()
+
+
+def test_npu_broken_install_is_a_reason_not_a_crash(tmp_path, monkeypatch):
+    fake = tmp_path / "torch_npu"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise OSError('libascendcl.so: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import_torch_npu.cache_clear()
+    try:
+        status = NpuBackend().probe()
+        assert not status.available
+        assert "failed to import" in status.reason and "libascendcl" in status.reason
+        with pytest.raises(BackendUnavailable, match="libascendcl"):
+            get_backend("npu")
+    finally:
+        sys.modules.pop("torch_npu", None)
+        import_torch_npu.cache_clear()
+
+
+def test_npu_installed_without_a_device_is_refused(tmp_path, monkeypatch):
+    fake = tmp_path / "torch_npu"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("__version__ = '2.13.0'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    class FakeNpu:
+        @staticmethod
+        def is_available():
+            return False
+    monkeypatch.setattr(torch, "npu", FakeNpu, raising=False)
+    import_torch_npu.cache_clear()
+    try:
+        status = NpuBackend().probe()
+        assert not status.available and "no Ascend NPU visible" in status.reason
+    finally:
+        sys.modules.pop("torch_npu", None)
+        import_torch_npu.cache_clear()
+
+
+def test_unknown_backend_name():
+    with pytest.raises(BackendUnavailable, match="unknown backend"):
+        get_backend("tpu")
+
+
+def test_precision_context_pins_and_restores_determinism():
+    cpu = get_backend("cpu")
+    before = torch.are_deterministic_algorithms_enabled()
+    with cpu.precision("ieee", deterministic=not before):
+        assert torch.are_deterministic_algorithms_enabled() == (not before)
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_precision_modes_table_is_consistent():
+    for mode, spec in PRECISION_MODES.items():
+        assert spec["description"]
+        for device_type in spec:
+            if device_type != "description":
+                assert device_type in {cls.device_type for cls in BACKENDS.values()}
+    cpu = get_backend("cpu")
+    assert cpu.modes() == ["ieee"]
+    with pytest.raises(ValueError):
+        with cpu.precision("tf32"):
+            pass
+
+
+def test_cpu_timer_measures_time():
+    cpu = get_backend("cpu")
+    with cpu.timer() as t:
+        torch.randn(200, 200) @ torch.randn(200, 200)
+    assert t["ms"] > 0
