@@ -61,6 +61,71 @@ def inspect(model: Path = typer.Argument(..., help="Checkpoint file or directory
     _emit(info, as_json, human)
 
 
+def _backend(name: str):
+    from backends import get_backend
+    return get_backend(name)
+
+
+def _load_or_fingerprint(path: Path, backend, label: str):
+    from .fingerprint import fingerprint_model, is_fingerprint_file, load_fingerprint
+    if is_fingerprint_file(path):
+        return load_fingerprint(path)
+    return fingerprint_model(path, backend, label=label, progress=not STATE["quiet"])
+
+
+@app.command()
+def fingerprint(model: Path = typer.Argument(..., help="Checkpoint file or directory."),
+                output: Path = typer.Option(..., "--output", "-o", help="Fingerprint file to write (.safetensors)."),
+                backend: str = typer.Option("cpu", "--backend", "-b", help="cpu, cuda, npu (or cuda:1 ...)."),
+                label: Optional[str] = typer.Option(None, help="Name recorded in the fingerprint (default: the path's name).")):
+    """Stream a checkpoint once and write its portable fingerprint."""
+    from .fingerprint import fingerprint_model
+    from .suite import refuse_model_dirs
+    if not output.name.endswith(".safetensors"):
+        raise typer.BadParameter("the output name must end in .safetensors", param_hint="--output")
+    refuse_model_dirs(output.parent, [str(model)])
+    fp = fingerprint_model(model, _backend(backend), label=label or model.name, progress=not STATE["quiet"])
+    fp.save(output)
+    typer.echo(f"fingerprint of {model} ({fp.num_layers} layers, {fp.doc['settings']['n_anchors']} anchors) written to {output}")
+
+
+@app.command()
+def compare(a: Path = typer.Argument(..., help="Model A: checkpoint or fingerprint file."),
+            b: Path = typer.Argument(..., help="Model B: checkpoint or fingerprint file."),
+            as_json: bool = typer.Option(False, "--json"),
+            report: Optional[Path] = typer.Option(None, "--report", help="Directory for a Markdown/HTML report with plots."),
+            backend: str = typer.Option("cpu", "--backend", "-b", help="Backend for fingerprinting checkpoints given directly."),
+            fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when the verdict is this (derived, independent or inconclusive).")):
+    """Was B derived from A? A verdict with calibrated evidence: derived, independent or inconclusive."""
+    from .lineage import compare_fingerprints
+    if fail_on is not None and fail_on not in ("derived", "independent", "inconclusive"):
+        raise typer.BadParameter("must be derived, independent or inconclusive", param_hint="--fail-on")
+    engine = _backend(backend)
+    fa = _load_or_fingerprint(a, engine, a.name)
+    fb = _load_or_fingerprint(b, engine, b.name)
+    result = compare_fingerprints(fa, fb)
+    result["backend"] = engine.identity()
+    if report is not None:
+        from .report.lineage import write_comparison_report
+        from .suite import refuse_model_dirs
+        refuse_model_dirs(report, [str(a), str(b)])
+        write_comparison_report(report, result, fa, fb)
+
+    def human(r):
+        p = "n/a" if r["p_value"] is None else f"{r['p_value']:.3g}"
+        typer.echo(f"verdict: {r['verdict']}  (p = {p})")
+        typer.echo(f"reason:  {r['reason']}")
+        for s in r["signals"]:
+            stat = "n/a" if s["statistic"] is None else f"{s['statistic']:.4f}"
+            sp = "" if s["p_value"] is None else f"  p={s['p_value']:.3g}"
+            typer.echo(f"  {s['name']:16} {stat}{sp}{'' if s['used'] else '  (not used)'}")
+        typer.echo(f"layer map: {' '.join(f'{i}->{j}' for i, j in r['layer_map'])}")
+    _emit(result, as_json, human)
+    if fail_on is not None and result["verdict"] == fail_on:
+        return errors.CHECK_FAILED
+    return 0
+
+
 @app.command()
 def suite(models: List[Path] = typer.Argument(..., help="Checkpoints (files or directories)."),
           out: Path = typer.Option(..., "--out", "-o", help="Directory for the evidence bundle."),

@@ -69,7 +69,7 @@ def _labels(models: list[str]) -> list[str]:
     return labels
 
 
-def _refuse_model_dirs(out: Path, models: list[str]) -> None:
+def refuse_model_dirs(out: Path, models: list[str]) -> None:
     target = out.resolve()
     for m in models:
         model_dir = Path(m).resolve() if Path(m).is_dir() else Path(m).resolve().parent
@@ -81,7 +81,7 @@ def run_suite(models: list[str], out: Path, backend_names: list[str] | None = No
               labels: list[str] | None = None) -> dict:
     from backends import available_backends, get_backend
     out = Path(out)
-    _refuse_model_dirs(out, models)
+    refuse_model_dirs(out, models)
     chosen = [get_backend(n) for n in backend_names] if backend_names else available_backends()
     ctx = SuiteContext(models, labels or _labels(models), chosen, out, progress)
     tracker = Progress(len(STAGES), "suite", progress)

@@ -6,6 +6,7 @@ refused: torch.load(weights_only=True) stops before any code would run.
 from __future__ import annotations
 
 import pickle
+import pickletools
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,37 @@ SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 WRAPPER_KEYS = ("state_dict", "model", "module", "model_state_dict")
 
 
+# Globals a plain state dict's pickle imports. Anything else means the pickle wants to call code.
+TENSOR_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.core.multiarray._reconstruct",
+                          "numpy.dtype", "numpy.ndarray", "builtins.set", "builtins.frozenset")
+
+
+def _pickle_streams(path: Path) -> list[bytes]:
+    """The pickle bytes of a legacy file or of a torch zip's data.pkl, read without unpickling."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            return [zf.read(n) for n in zf.namelist() if n.endswith(".pkl")]
+    return [path.read_bytes()[: 64 << 20]]
+
+
+def foreign_globals(path: Path) -> list[str]:
+    """Globals a pickle would import beyond tensors, found by parsing its opcodes (nothing runs)."""
+    found = []
+    for stream in _pickle_streams(path):
+        strings: list[str] = []
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                    strings.append(str(arg))
+                elif op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+        except Exception:
+            pass  # a broken stream: whatever was parsed before the break still counts
+    return [g for g in found if not g.startswith(TENSOR_GLOBAL_PREFIXES)]
+
+
 def _load_weights_only(path: Path) -> dict:
     try:
         try:
@@ -29,11 +61,11 @@ def _load_weights_only(path: Path) -> dict:
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as exc:
-        first = str(exc).split("\n")[0]
-        if "Weights only load failed" in str(exc):
-            detail = next((l.strip() for l in str(exc).splitlines() if "Unsupported" in l or "GLOBAL" in l), first)
-            raise UnsafeInput(f"refused: the pickle needs more than tensors to load and was not executed ({detail})", path) from None
-        raise MalformedInput(f"not a loadable PyTorch file ({first})", path) from None
+        foreign = foreign_globals(path)
+        if foreign:
+            raise UnsafeInput(f"refused: the pickle imports {', '.join(sorted(set(foreign))[:3])}; nothing was executed", path) from None
+        detail = next((l.strip() for l in str(exc).splitlines() if "Unsupported" in l), str(exc).split("\n")[0][:200])
+        raise MalformedInput(f"not a loadable PyTorch file: not a weights-only pickle ({detail}); nothing was executed", path) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError, IndexError, TypeError,
             AttributeError, UnicodeDecodeError, OverflowError, MemoryError) as exc:
         first = str(exc).split("\n")[0][:300]

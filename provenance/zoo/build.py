@@ -21,7 +21,7 @@ from . import transforms as T
 from .corpus import Vocab, corpus_digest, corpus_text
 from .tiny import BASE_CONFIG, init_state, train
 
-ZOO_VERSION = 1
+ZOO_VERSION = 2
 BASE_STEPS, BASE_LR = 400, 3e-3
 TRAIN_THREADS = 2  # fixed so a build is bit-identical on any machine with this torch
 
@@ -44,7 +44,7 @@ def _vocab_change(s, c, g, v):
 TRANSFORMS: dict[str, Transform] = {
     "finetune": Transform("fine-tuned on other data (150 steps, lr 1e-3)", steps=150),
     "continued": Transform("long continued training at a high learning rate (800 steps, lr 3e-3)", steps=800, lr=3e-3),
-    "permute": Transform("MLP neurons and attention heads permuted (function-preserving)",
+    "permute": Transform("hidden dimensions, MLP neurons and attention heads permuted (function-preserving)",
                          lambda s, c, g, v: (T.permute(s, c, g), c, v)),
     "rescale": Transform("Q/K, V/O and up/down rescaled per layer (function-preserving)",
                          lambda s, c, g, v: (T.rescale(s, c, g), c, v)),

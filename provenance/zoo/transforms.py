@@ -25,8 +25,36 @@ def _with_layers(state: dict, layers: list[dict]) -> dict:
     return out
 
 
+HIDDEN_INPUT = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                "mlp.gate_proj.weight", "mlp.up_proj.weight")
+HIDDEN_OUTPUT = ("self_attn.o_proj.weight", "mlp.down_proj.weight")
+HIDDEN_VECTORS = ("input_layernorm.weight", "post_attention_layernorm.weight")
+
+
+def permute_hidden(state: dict, gen: torch.Generator) -> dict:
+    """Permute the residual-stream dimensions everywhere: RMSNorm is permutation-equivariant,
+    so the function is unchanged while every hidden-indexed vector is reordered."""
+    h = state["model.embed_tokens.weight"].shape[1]
+    perm = torch.randperm(h, generator=gen)
+    out = dict(state)
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        out[key] = state[key][:, perm]
+    out["model.norm.weight"] = state["model.norm.weight"][perm]
+    for i in range(num_layers(state)):
+        for name in HIDDEN_INPUT:
+            if layer_key(i, name) in state:
+                out[layer_key(i, name)] = state[layer_key(i, name)][:, perm]
+        for name in HIDDEN_OUTPUT:
+            if layer_key(i, name) in state:
+                out[layer_key(i, name)] = state[layer_key(i, name)][perm]
+        for name in HIDDEN_VECTORS:
+            out[layer_key(i, name)] = state[layer_key(i, name)][perm]
+    return out
+
+
 def permute(state: dict, cfg: dict, gen: torch.Generator) -> dict:
-    """Permute MLP neurons and attention heads (by KV group): the function is unchanged."""
+    """Permute hidden dimensions, MLP neurons and attention heads (by KV group): the function is unchanged."""
+    state = permute_hidden(state, gen)
     out = dict(state)
     heads, kvh = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = state[layer_key(0, "self_attn.q_proj.weight")].shape[0] // heads

@@ -1,0 +1,31 @@
+"""Neuron assignment: a similarity matrix on the backend, the assignment itself on the CPU.
+
+scipy's linear_sum_assignment is exact (Hungarian/JV) and CPU-only; the cost matrix is
+the part that scales, and it is computed with torch wherever the backend is.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from .stats import row_corr
+
+
+def neuron_similarity(gate_a, up_a, gate_b, up_b) -> torch.Tensor:
+    """Similarity of every neuron pair from their gate and up profiles.
+
+    Up-profile correlation enters by magnitude: flipping the sign of an up row and its
+    down column preserves the function. A gate row's sign is not free (SiLU is not odd).
+    """
+    sim = row_corr(up_a, up_b).abs()
+    if gate_a is not None and gate_b is not None:
+        sim = 0.5 * (sim + row_corr(gate_a, gate_b))
+    return sim
+
+
+def match(similarity: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Maximum-similarity one-to-one matching: (rows, cols, matched similarities)."""
+    sim = similarity.detach().to("cpu", torch.float64).numpy()
+    rows, cols = linear_sum_assignment(sim, maximize=True)
+    return rows, cols, sim[rows, cols]

@@ -1,0 +1,38 @@
+"""Moments and correlations: pure torch, any device, any floating dtype.
+
+Kernels take tensors already placed by a Backend and return tensors on that device,
+so the same code is what runs (and what drift measures) on cpu, cuda and npu.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def std(w: torch.Tensor) -> torch.Tensor:
+    """torch.std over all entries (unbiased), as the sigma-curve method uses it."""
+    return w.reshape(-1).std()
+
+
+def rms_rows(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Each row scaled to unit root-mean-square, as RMSNorm does before its weight."""
+    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Centred correlation of two flat vectors."""
+    a, b = a.reshape(-1), b.reshape(-1)
+    a, b = a - a.mean(), b - b.mean()
+    return (a @ b) / (a.norm() * b.norm()).clamp_min(torch.finfo(a.dtype).tiny)
+
+
+def row_corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of every row of `a` with every row of `b`: [rows_a, rows_b]."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    a = a / a.norm(dim=1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+    b = b / b.norm(dim=1, keepdim=True).clamp_min(torch.finfo(b.dtype).tiny)
+    return a @ b.T
+
+
+def zscore(x: torch.Tensor) -> torch.Tensor:
+    return (x - x.mean()) / x.std().clamp_min(torch.finfo(x.dtype).tiny)

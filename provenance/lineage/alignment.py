@@ -1,0 +1,34 @@
+"""Depth alignment: the monotone one-to-one layer correspondence that best explains the similarities."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def standardize(matrix: np.ndarray) -> np.ndarray:
+    """Robust z-scores against the matrix's own median and MAD (most pairs are not matches)."""
+    values = matrix[np.isfinite(matrix)]
+    if values.size == 0:
+        return np.zeros_like(matrix)
+    med = np.median(values)
+    mad = np.median(np.abs(values - med)) * 1.4826
+    return np.nan_to_num((matrix - med) / max(mad, 1e-6), nan=0.0)
+
+
+def monotone_alignment(score: np.ndarray) -> list[tuple[int, int]]:
+    """Maximum-total-score increasing matching; only pairs with positive score are taken."""
+    la, lb = score.shape
+    dp = np.zeros((la + 1, lb + 1))
+    for i in range(1, la + 1):
+        for j in range(1, lb + 1):
+            dp[i, j] = max(dp[i - 1, j], dp[i, j - 1], dp[i - 1, j - 1] + max(score[i - 1, j - 1], 0.0))
+    path, i, j = [], la, lb
+    while i > 0 and j > 0:
+        if dp[i, j] == dp[i - 1, j]:
+            i -= 1
+        elif dp[i, j] == dp[i, j - 1]:
+            j -= 1
+        else:
+            if score[i - 1, j - 1] > 0:
+                path.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+    return path[::-1]

@@ -1,0 +1,103 @@
+"""Layer-by-layer similarity matrices between two fingerprints.
+
+Attention: unbiased CKA of the anchor-token Gram matrices of Q, K and V, for every
+layer pair at once (one matrix product over flattened, diagonal-free Grams).
+MLP: neuron profiles matched one-to-one by linear assignment; the mean matched
+similarity is the statistic.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import kernels
+
+FULL_MLP_PAIRS = 576  # beyond this many layer pairs, MLP similarity is computed on the path and a null sample
+
+
+def shared_anchors(fa, fb) -> tuple[list[int], list[int], str]:
+    ma, mb = fa.doc["anchors"]["matched_by"], fb.doc["anchors"]["matched_by"]
+    ta, tb = fa.doc["anchors"]["tokens"], fb.doc["anchors"]["tokens"]
+    pos_b = {t: i for i, t in enumerate(tb)}
+    ia = [i for i, t in enumerate(ta) if t in pos_b]
+    ib = [pos_b[ta[i]] for i in ia]
+    note = "" if ma == mb else f"anchors identified differently ({ma} vs {mb})"
+    return ia, ib, note
+
+
+def _hsic_terms(grams: list[torch.Tensor | None], idx: list[int]):
+    """Per layer: flattened diagonal-free Gram, its row sums and total, for batched unbiased HSIC."""
+    n = len(idx)
+    flat, rows, total, valid = [], [], [], []
+    sel = torch.tensor(idx, dtype=torch.long)
+    for g in grams:
+        if g is None:
+            flat.append(torch.zeros(n * n, dtype=torch.float64))
+            rows.append(torch.zeros(n, dtype=torch.float64))
+            total.append(torch.zeros((), dtype=torch.float64))
+            valid.append(False)
+            continue
+        k = g.double()[sel][:, sel]
+        k = k - torch.diag(torch.diagonal(k))
+        flat.append(k.reshape(-1))
+        rows.append(k.sum(dim=1))
+        total.append(k.sum())
+        valid.append(True)
+    return torch.stack(flat), torch.stack(rows), torch.stack(total), np.array(valid)
+
+
+def _batched_hsic(a, b, n):
+    fa, ra, ta, _ = a
+    fb, rb, tb, _ = b
+    return (fa @ fb.T + torch.outer(ta, tb) / ((n - 1) * (n - 2)) - 2 * (ra @ rb.T) / (n - 2)) / (n * (n - 3))
+
+
+def attention_matrix(fa, fb, ia, ib) -> np.ndarray:
+    """[layers_a, layers_b] mean unbiased CKA over Q, K, V; NaN where a layer has none."""
+    n = len(ia)
+    la, lb = fa.num_layers, fb.num_layers
+    if n < 8:
+        return np.full((la, lb), np.nan)
+    total, count = np.zeros((la, lb)), np.zeros((la, lb))
+    for short in ("q", "k", "v"):
+        a = _hsic_terms([fa.tensor(f"layer.{i}.gram.{short}") for i in range(la)], ia)
+        b = _hsic_terms([fb.tensor(f"layer.{j}.gram.{short}") for j in range(lb)], ib)
+        cross = _batched_hsic(a, b, n)
+        self_a = torch.diagonal(_batched_hsic(a, a, n)).clamp_min(0).sqrt()
+        self_b = torch.diagonal(_batched_hsic(b, b, n)).clamp_min(0).sqrt()
+        cka = (cross / torch.outer(self_a, self_b).clamp_min(1e-300)).numpy()
+        mask = np.outer(a[3], b[3])
+        total += np.where(mask, cka, 0.0)
+        count += mask
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _profiles(fp, layer: int, idx: list[int]):
+    up = fp.tensor(f"layer.{layer}.mlp.up")
+    if up is None:
+        return None, None
+    gate = fp.tensor(f"layer.{layer}.mlp.gate")
+    sel = torch.tensor(idx, dtype=torch.long)
+    return (None if gate is None else gate.double()[:, sel]), up.double()[:, sel]
+
+
+def mlp_pair(fa, fb, i: int, j: int, ia, ib) -> float:
+    ga, ua = _profiles(fa, i, ia)
+    gb, ub = _profiles(fb, j, ib)
+    if ua is None or ub is None:
+        return float("nan")
+    sim = kernels.neuron_similarity(ga, ua, gb, ub)
+    _, _, matched = kernels.match(sim)
+    return float(np.mean(matched))
+
+
+def mlp_matrix(fa, fb, ia, ib, pairs=None) -> np.ndarray:
+    la, lb = fa.num_layers, fb.num_layers
+    out = np.full((la, lb), np.nan)
+    if len(ia) < 8:
+        return out
+    todo = pairs if pairs is not None else [(i, j) for i in range(la) for j in range(lb)]
+    for i, j in todo:
+        out[i, j] = mlp_pair(fa, fb, i, j, ia, ib)
+    return out
