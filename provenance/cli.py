@@ -66,25 +66,29 @@ def _backend(name: str):
     return get_backend(name)
 
 
-def _load_or_fingerprint(path: Path, backend, label: str):
+VOCAB_HELP = "Tokenizer file (tokenizer.json, vocab.json, vocab.txt) for checkpoints that ship none, e.g. ONNX exports."
+
+
+def _load_or_fingerprint(path: Path, backend, label: str, vocab: Path | None = None):
     from .fingerprint import fingerprint_model, is_fingerprint_file, load_fingerprint
     if is_fingerprint_file(path):
         return load_fingerprint(path)
-    return fingerprint_model(path, backend, label=label, progress=not STATE["quiet"])
+    return fingerprint_model(path, backend, label=label, progress=not STATE["quiet"], vocab_file=vocab)
 
 
 @app.command()
 def fingerprint(model: Path = typer.Argument(..., help="Checkpoint file or directory."),
                 output: Path = typer.Option(..., "--output", "-o", help="Fingerprint file to write (.safetensors)."),
                 backend: str = typer.Option("cpu", "--backend", "-b", help="cpu, cuda, npu (or cuda:1 ...)."),
-                label: Optional[str] = typer.Option(None, help="Name recorded in the fingerprint (default: the path's name).")):
+                label: Optional[str] = typer.Option(None, help="Name recorded in the fingerprint (default: the path's name)."),
+                vocab: Optional[Path] = typer.Option(None, "--vocab", help=VOCAB_HELP)):
     """Stream a checkpoint once and write its portable fingerprint."""
     from .fingerprint import fingerprint_model
     from .suite import refuse_model_dirs
     if not output.name.endswith(".safetensors"):
         raise typer.BadParameter("the output name must end in .safetensors", param_hint="--output")
     refuse_model_dirs(output.parent, [str(model)])
-    fp = fingerprint_model(model, _backend(backend), label=label or model.name, progress=not STATE["quiet"])
+    fp = fingerprint_model(model, _backend(backend), label=label or model.name, progress=not STATE["quiet"], vocab_file=vocab)
     fp.save(output)
     typer.echo(f"fingerprint of {model} ({fp.num_layers} layers, {fp.doc['settings']['n_anchors']} anchors) written to {output}")
 
@@ -95,20 +99,22 @@ def compare(a: Path = typer.Argument(..., help="Model A: checkpoint or fingerpri
             as_json: bool = typer.Option(False, "--json"),
             report: Optional[Path] = typer.Option(None, "--report", help="Directory for a Markdown/HTML report with plots."),
             backend: str = typer.Option("cpu", "--backend", "-b", help="Backend for fingerprinting checkpoints given directly."),
-            fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when the verdict is this (derived, independent or inconclusive).")):
+            fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when the verdict is this (derived, independent or inconclusive)."),
+            vocab: Optional[Path] = typer.Option(None, "--vocab", help=VOCAB_HELP)):
     """Was B derived from A? A verdict with calibrated evidence: derived, independent or inconclusive."""
     from .lineage import compare_fingerprints
     if fail_on is not None and fail_on not in ("derived", "independent", "inconclusive"):
         raise typer.BadParameter("must be derived, independent or inconclusive", param_hint="--fail-on")
     engine = _backend(backend)
-    fa = _load_or_fingerprint(a, engine, a.name)
-    fb = _load_or_fingerprint(b, engine, b.name)
+    fa = _load_or_fingerprint(a, engine, a.name, vocab)
+    fb = _load_or_fingerprint(b, engine, b.name, vocab)
     result = compare_fingerprints(fa, fb)
     result["backend"] = engine.identity()
     if report is not None:
+        from .fingerprint import is_fingerprint_file
         from .report.lineage import write_comparison_report
         from .suite import refuse_model_dirs
-        refuse_model_dirs(report, [str(a), str(b)])
+        refuse_model_dirs(report, [str(p) for p in (a, b) if not is_fingerprint_file(p)])
         write_comparison_report(report, result, fa, fb)
 
     def human(r):
@@ -152,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="provenance", standalone_mode=False)
+        if rv == errors.INTERRUPTED:  # typer turns Ctrl-C into a returned 130
+            print("provenance: interrupted; no partial output was written", file=sys.stderr)
         return rv if isinstance(rv, int) else 0
     except errors.ProvenanceError as exc:
         if STATE["debug"]:

@@ -27,7 +27,7 @@ from .schemas import SCHEMA_VERSIONS
 
 METADATA_KEY = "provenance_fingerprint"
 N_ANCHORS = 256
-MAX_NEURONS = 512
+MAX_NEURONS = 256
 SIGMA_ROLES = ("attn.q", "attn.k", "attn.v", "attn.o")
 BIAS_ROLES = ("attn.q.bias", "attn.k.bias", "attn.v.bias")
 GRAM_ROLES = {"q": "attn.q", "k": "attn.k", "v": "attn.v"}
@@ -91,8 +91,15 @@ def _finite(t: torch.Tensor, view: ModelView, role: str, layer) -> torch.Tensor:
 
 
 def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, max_neurons: int = MAX_NEURONS,
-                     dtype: torch.dtype = torch.float32, progress: bool = False, label: str | None = None) -> Fingerprint:
+                     dtype: torch.dtype = torch.float32, progress: bool = False, label: str | None = None,
+                     vocab_file: str | Path | None = None) -> Fingerprint:
     src = view.source
+    vocab_source = "checkpoint" if src.vocab_tokens is not None else "none"
+    if src.vocab_tokens is None and vocab_file is not None:
+        from .io import read_vocab_file
+        from .io.base import sha256_file
+        src.vocab_tokens = read_vocab_file(vocab_file)
+        vocab_source = f"user-supplied {Path(vocab_file).name} (sha256 {sha256_file(Path(vocab_file))})"
     facts = view.facts
     embed = view.get("embed")
     if embed is None:
@@ -147,7 +154,7 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
         "backend": backend.identity(),
         "settings": {"n_anchors": len(tokens), "max_neurons": max_neurons, "compute_dtype": str(dtype).removeprefix("torch."),
                      "store_dtype": str(STORE_DTYPE).removeprefix("torch.")},
-        "anchors": {"tokens": tokens, "matched_by": matched_by},
+        "anchors": {"tokens": tokens, "matched_by": matched_by, "vocab_source": vocab_source},
         "layers": layers,
     }
     return Fingerprint(doc, tensors)

@@ -65,6 +65,18 @@ def load_vocab(directory: Path) -> tuple[list[str] | None, Path | None]:
     return None, None
 
 
+def read_vocab_file(path: str | Path) -> list[str]:
+    """Token strings from a tokenizer file a user names (tokenizer.json, vocab.json or vocab.txt)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFound("no such tokenizer file", path)
+    kind = "vocab.txt" if path.suffix == ".txt" else ("tokenizer.json" if path.name.endswith("tokenizer.json") else "vocab.json")
+    tokens = _tokens_from(path, kind)
+    if not tokens:
+        raise MalformedInput("holds no token vocabulary", path)
+    return tokens
+
+
 def _tokens_from(path: Path, name: str) -> list[str] | None:
     if name == "vocab.txt":
         return path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -108,4 +120,4 @@ def open_source(path: str | Path) -> TensorSource:
     return source
 
 
-__all__ = ["TensorInfo", "TensorSource", "open_source", "detect_format", "FORMATS"]
+__all__ = ["TensorInfo", "TensorSource", "open_source", "detect_format", "read_vocab_file", "FORMATS"]

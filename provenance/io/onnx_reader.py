@@ -44,6 +44,7 @@ class ONNXSource(TensorSource):
         except Exception as exc:
             raise MalformedInput(f"not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]})", path) from None
         self._base = path.parent
+        _require_text_names(model.graph, path)
         files = [path]
         self._init = {}
         for t in model.graph.initializer:
@@ -123,6 +124,17 @@ class ONNXSource(TensorSource):
             values = values.astype(np.float64 if values.dtype.itemsize > 4 else np.float32)
         tensor = torch.from_numpy(np.array(values, copy=True, order="C"))
         return tensor.T.contiguous() if w.transpose and tensor.dim() == 2 else tensor
+
+
+def _require_text_names(graph, path: Path) -> None:
+    """protobuf hands back bytes for strings that are not UTF-8; such a graph is corrupt."""
+    names = [t.name for t in graph.initializer]
+    for node in graph.node:
+        names += list(node.input) + list(node.output) + [node.op_type]
+    for t in graph.initializer:
+        names += [e.key for e in t.external_data] + [e.value for e in t.external_data]
+    if any(not isinstance(n, str) for n in names):
+        raise MalformedInput("graph holds a name that is not valid UTF-8", path)
 
 
 def _type_name(data_type: int) -> str:

@@ -28,10 +28,13 @@ TENSOR_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode",
 
 def _pickle_streams(path: Path) -> list[bytes]:
     """The pickle bytes of a legacy file or of a torch zip's data.pkl, read without unpickling."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            return [zf.read(n) for n in zf.namelist() if n.endswith(".pkl")]
-    return [path.read_bytes()[: 64 << 20]]
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return [zf.read(n) for n in zf.namelist() if n.endswith(".pkl")]
+        return [path.read_bytes()[: 64 << 20]]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError):
+        return []  # unreadable archive: nothing to classify, the load error stands
 
 
 def foreign_globals(path: Path) -> list[str]:

@@ -1,7 +1,7 @@
 """Fingerprint and lineage kernels: pure torch functions, one implementation for every backend."""
 from .assignment import match, neuron_similarity
 from .cka import gram, unbiased_cka, unbiased_hsic
-from .stats import pearson, rms_rows, row_corr, std, zscore
+from .stats import pearson, rms_rows, row_corr, standardize_rows, std, zscore
 
 __all__ = ["match", "neuron_similarity", "gram", "unbiased_cka", "unbiased_hsic", "pearson", "rms_rows",
-           "row_corr", "std", "zscore"]
+           "row_corr", "standardize_rows", "std", "zscore"]

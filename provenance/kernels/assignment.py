@@ -9,18 +9,17 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from .stats import row_corr
-
 
 def neuron_similarity(gate_a, up_a, gate_b, up_b) -> torch.Tensor:
-    """Similarity of every neuron pair from their gate and up profiles.
+    """Similarity of every neuron pair from gate and up profiles already passed through
+    `standardize_rows` (so each product is a Pearson correlation).
 
     Up-profile correlation enters by magnitude: flipping the sign of an up row and its
     down column preserves the function. A gate row's sign is not free (SiLU is not odd).
     """
-    sim = row_corr(up_a, up_b).abs()
+    sim = (up_a @ up_b.T).abs()
     if gate_a is not None and gate_b is not None:
-        sim = 0.5 * (sim + row_corr(gate_a, gate_b))
+        sim = 0.5 * (sim + gate_a @ gate_b.T)
     return sim
 
 

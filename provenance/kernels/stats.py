@@ -25,13 +25,15 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a @ b) / (a.norm() * b.norm()).clamp_min(torch.finfo(a.dtype).tiny)
 
 
+def standardize_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows centred and scaled to unit norm, so that a @ b.T is the row-by-row Pearson correlation."""
+    x = x - x.mean(dim=1, keepdim=True)
+    return x / x.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+
+
 def row_corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson correlation of every row of `a` with every row of `b`: [rows_a, rows_b]."""
-    a = a - a.mean(dim=1, keepdim=True)
-    b = b - b.mean(dim=1, keepdim=True)
-    a = a / a.norm(dim=1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
-    b = b / b.norm(dim=1, keepdim=True).clamp_min(torch.finfo(b.dtype).tiny)
-    return a @ b.T
+    return standardize_rows(a) @ standardize_rows(b).T
 
 
 def zscore(x: torch.Tensor) -> torch.Tensor:

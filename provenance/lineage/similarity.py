@@ -21,7 +21,7 @@ def shared_anchors(fa, fb) -> tuple[list[int], list[int], str]:
     pos_b = {t: i for i, t in enumerate(tb)}
     ia = [i for i, t in enumerate(ta) if t in pos_b]
     ib = [pos_b[ta[i]] for i in ia]
-    note = "" if ma == mb else f"anchors identified differently ({ma} vs {mb})"
+    note = "" if ma == mb else f"anchors identified differently ({ma} vs {mb}): pass --vocab for the model without a tokenizer"
     return ia, ib, note
 
 
@@ -73,22 +73,26 @@ def attention_matrix(fa, fb, ia, ib) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def _profiles(fp, layer: int, idx: list[int]):
-    up = fp.tensor(f"layer.{layer}.mlp.up")
-    if up is None:
-        return None, None
-    gate = fp.tensor(f"layer.{layer}.mlp.gate")
-    sel = torch.tensor(idx, dtype=torch.long)
-    return (None if gate is None else gate.double()[:, sel]), up.double()[:, sel]
+class _Profiles:
+    """Each layer's gate and up profiles on the shared anchors, standardized once and reused."""
+
+    def __init__(self, fp, idx: list[int]):
+        self.fp, self.sel, self.cache = fp, torch.tensor(idx, dtype=torch.long), {}
+
+    def __getitem__(self, layer: int):
+        if layer not in self.cache:
+            up = self.fp.tensor(f"layer.{layer}.mlp.up")
+            gate = self.fp.tensor(f"layer.{layer}.mlp.gate")
+            prep = (lambda t: None if t is None else kernels.standardize_rows(t.double()[:, self.sel]))
+            self.cache[layer] = (prep(gate), prep(up))
+        return self.cache[layer]
 
 
-def mlp_pair(fa, fb, i: int, j: int, ia, ib) -> float:
-    ga, ua = _profiles(fa, i, ia)
-    gb, ub = _profiles(fb, j, ib)
+def mlp_pair(pa: _Profiles, pb: _Profiles, i: int, j: int) -> float:
+    (ga, ua), (gb, ub) = pa[i], pb[j]
     if ua is None or ub is None:
         return float("nan")
-    sim = kernels.neuron_similarity(ga, ua, gb, ub)
-    _, _, matched = kernels.match(sim)
+    _, _, matched = kernels.match(kernels.neuron_similarity(ga, ua, gb, ub))
     return float(np.mean(matched))
 
 
@@ -97,7 +101,8 @@ def mlp_matrix(fa, fb, ia, ib, pairs=None) -> np.ndarray:
     out = np.full((la, lb), np.nan)
     if len(ia) < 8:
         return out
+    pa, pb = _Profiles(fa, ia), _Profiles(fb, ib)
     todo = pairs if pairs is not None else [(i, j) for i in range(la) for j in range(lb)]
     for i, j in todo:
-        out[i, j] = mlp_pair(fa, fb, i, j, ia, ib)
+        out[i, j] = mlp_pair(pa, pb, i, j)
     return out

@@ -108,7 +108,7 @@ def compare_fingerprints(fa, fb) -> dict:
         rng = np.random.default_rng(0)
         pairs = set(path)
         for i in range(la):
-            pairs.update((i, int(j)) for j in rng.choice(lb, size=min(4, lb), replace=False))
+            pairs.update((i, int(j)) for j in rng.choice(lb, size=min(2, lb), replace=False))
         mlp = similarity.mlp_matrix(fa, fb, ia, ib, sorted(pairs))
 
     mlp_name = "dense_moe_match" if _is_moe(fa) != _is_moe(fb) else "neuron_match"
