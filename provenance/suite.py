@@ -26,6 +26,7 @@ class SuiteContext:
     out: Path
     progress: bool
     results: dict = field(default_factory=dict)
+    fingerprints: dict = field(default_factory=dict)
 
 
 def _stage_inspect(ctx: SuiteContext):
@@ -50,10 +51,56 @@ def _stage_backends(ctx: SuiteContext):
                           ["backend", "available", "used", "device or reason"], table)]
 
 
+def _stage_fingerprint(ctx: SuiteContext):
+    """Every model on every backend; the fingerprint files go into the bundle."""
+    from .fingerprint import fingerprint_model
+    ctx.fingerprints = {}
+    out, rows = {}, []
+    for b in ctx.backends:
+        for label, path in zip(ctx.labels, ctx.models):
+            with b.timer() as t:
+                fp = fingerprint_model(path, b, label=label, progress=False)
+            name = f"fingerprints/{label}.{b.name}.safetensors"
+            fp.save(ctx.out / name)
+            ctx.fingerprints[(label, b.name)] = fp
+            out.setdefault(label, {})[b.name] = {"file": name, "ms": t["ms"], "layers": fp.num_layers,
+                                                  "anchors": fp.doc["settings"]["n_anchors"]}
+            rows.append([label, b.name, fp.num_layers, fp.doc["settings"]["n_anchors"], t["ms"]])
+    return out, [Section("Fingerprints", "One streaming pass per model and backend; the files are in fingerprints/.",
+                         ["model", "backend", "layers", "anchors", "time (ms)"], rows)]
+
+
+def _stage_compare(ctx: SuiteContext):
+    """Every pair of models, on every backend's fingerprints; verdicts must agree across backends."""
+    from .lineage import compare_fingerprints
+    from .report.lineage import write_comparison_report
+    results, rows = [], []
+    first = ctx.backends[0].name
+    for i, a in enumerate(ctx.labels):
+        for b in ctx.labels[i + 1:]:
+            per_backend = {be.name: compare_fingerprints(ctx.fingerprints[(a, be.name)], ctx.fingerprints[(b, be.name)])
+                           for be in ctx.backends}
+            r = per_backend[first]
+            verdicts = {name: x["verdict"] for name, x in per_backend.items()}
+            folder = f"comparisons/{a}__{b}"
+            write_comparison_report(ctx.out / folder, r, ctx.fingerprints[(a, first)], ctx.fingerprints[(b, first)])
+            sig = next(s["statistic"] for s in r["signals"] if s["name"] == "sigma_curves")
+            results.append({"a": a, "b": b, "verdict": r["verdict"], "p_value": r["p_value"], "reason": r["reason"],
+                            "verdicts_by_backend": verdicts, "backends_agree": len(set(verdicts.values())) == 1,
+                            "layer_map": r["layer_map"], "signals": r["signals"], "report": folder})
+            rows.append([a, b, r["verdict"], "n/a" if r["p_value"] is None else r["p_value"],
+                         "n/a" if sig is None else sig, "yes" if len(set(verdicts.values())) == 1 else "NO", folder])
+    text = ("Was B derived from A? Each pair's full report, with plots, is in its folder. The sigma-curve "
+            "correlation is shown for reference only: it is not evidence on its own.")
+    return results, [Section("Lineage", text, ["A", "B", "verdict", "p-value", "sigma-curve corr", "backends agree", "report"], rows)]
+
+
 # name -> stage function; run in order, each sees the results of those before it
 STAGES: dict[str, Callable] = {
     "backends": _stage_backends,
     "inspect": _stage_inspect,
+    "fingerprint": _stage_fingerprint,
+    "compare": _stage_compare,
 }
 
 
