@@ -133,6 +133,80 @@ def compare(a: Path = typer.Argument(..., help="Model A: checkpoint or fingerpri
 
 
 @app.command()
+def drift(args: Optional[List[str]] = typer.Argument(None, help="MODEL... (default: the demo zoo), or: compare R1.json R2.json ..."),
+          output: Optional[Path] = typer.Option(None, "--output", "-o", help="drift.json to write (drift) / comparison JSON (drift compare)."),
+          backend: Optional[List[str]] = typer.Option(None, "--backends", "-b", help="Backends (default: every available one)."),
+          dtype: Optional[List[str]] = typer.Option(None, "--dtypes", "-d", help="fp32, bf16, fp16 (default: all three)."),
+          report: Optional[Path] = typer.Option(None, "--report", help="Directory for a Markdown/HTML report with plots."),
+          as_json: bool = typer.Option(False, "--json")):
+    """Measure kernel drift against a float64 golden run on every backend, dtype and precision mode;
+    or, as `drift compare R1.json R2.json ...`, compare reports made on different machines."""
+    from .atomic import write_json
+    args = list(args or [])
+    if args and args[0] == "compare":
+        return _drift_compare([Path(a) for a in args[1:]], output, report, as_json)
+    from .drift import run_drift
+    if args:
+        models, labels = args, [Path(a).name for a in args]
+    else:
+        from .zoo import build_many
+        labels = ["base-s0", "base-s0-finetune", "base-s0-obfuscate", "base-s1"]
+        models = [str(p) for p in build_many(labels).values()]
+    if len(models) == 1:
+        models, labels = models * 2, [labels[0], labels[0] + "-again"]
+    result = run_drift(models, labels, backend, dtype or ["fp32", "bf16", "fp16"], progress=not STATE["quiet"])
+    if output is not None:
+        write_json(output, result)
+    if report is not None:
+        from .report.drift import write_drift_report
+        write_drift_report(report, result)
+
+    def human(r):
+        for row in r["rows"]:
+            err = "overflow" if row["median_rel_err"] is None else f"{row['median_rel_err']:.2e}"
+            mx = "overflow" if row["max_rel_err"] is None else f"{row['max_rel_err']:.2e}"
+            typer.echo(f"{row['kernel']:20} {row['backend']:26} {row['dtype']:5} {row['mode']:12}"
+                       f"{'+det' if row['deterministic_algorithms'] else '    '} median {err}  max {mx}"
+                       f"{'' if row['deterministic'] else '  NOT REPEATABLE'}")
+        for v in r["verdicts"]:
+            m = "n/a" if v["margin_to_drift"] is None else f"{v['margin_to_drift']:.3g}"
+            typer.echo(f"{' vs '.join(v['pair'])}: {v['verdict']}, {'stable' if v['stable'] else 'FLIPS'}, margin/drift {m}")
+    _emit(result, as_json, human)
+    return 0 if all(v["stable"] for v in result["verdicts"]) else errors.CHECK_FAILED
+
+
+def _drift_compare(paths: list[Path], output, report, as_json):
+    from .atomic import write_json
+    from .drift import compare_reports
+    from .io.base import read_json_file
+    reports = []
+    for p in paths:
+        if not p.is_file():
+            raise errors.InputNotFound("no such drift report", p)
+        doc = read_json_file(p)
+        if not isinstance(doc, dict) or "rows" not in doc or "inputs" not in doc:
+            raise errors.MalformedInput("not a drift report", p)
+        reports.append(doc)
+    result = compare_reports(reports, [str(p) for p in paths])
+    if output is not None:
+        write_json(output, result)
+    if report is not None:
+        from .report.drift import write_drift_comparison
+        write_drift_comparison(report, result)
+
+    def human(r):
+        for row in r["rows"]:
+            ratio = "overflow" if row["ratio"] is None else f"{row['ratio']:.2f}"
+            typer.echo(f"{row['kernel']:20} {row['dtype']:5} {row['mode']:6} {row['backend']}/{row['reference_backend']}"
+                       f"  ratio {ratio:>8}  {row['status']}")
+        for v in r["verdicts"]:
+            typer.echo(f"{' vs '.join(v['pair'])}: {v['reference_verdict']} / {v['verdict']}  {'agree' if v['agree'] else 'DISAGREE'}")
+        typer.echo(f"drift comparison: {r['status']} {r['counts']}")
+    _emit(result, as_json, human)
+    return errors.CHECK_FAILED if result["status"] == "fail" else 0
+
+
+@app.command()
 def suite(models: List[Path] = typer.Argument(..., help="Checkpoints (files or directories)."),
           out: Path = typer.Option(..., "--out", "-o", help="Directory for the evidence bundle."),
           backend: Optional[List[str]] = typer.Option(None, "--backends", "-b", help="Backends to use (default: every available one).")):

@@ -95,12 +95,26 @@ def _stage_compare(ctx: SuiteContext):
     return results, [Section("Lineage", text, ["A", "B", "verdict", "p-value", "sigma-curve corr", "backends agree", "report"], rows)]
 
 
+def _stage_drift(ctx: SuiteContext):
+    """Kernel drift against float64 on the chosen backends, and the stability of every verdict above."""
+    from .atomic import write_json
+    from .drift import run_drift
+    from .report.drift import drift_sections
+    report = run_drift(ctx.models, ctx.labels, [b.name for b in ctx.backends], ["fp32", "bf16", "fp16"], progress=ctx.progress)
+    write_json(ctx.out / "drift.json", report)
+    summary = {"file": "drift.json", "rows": len(report["rows"]),
+               "all_verdicts_stable": all(v["stable"] for v in report["verdicts"]),
+               "min_margin_to_drift": min((v["margin_to_drift"] for v in report["verdicts"] if v["margin_to_drift"]), default=None)}
+    return summary, drift_sections(report)
+
+
 # name -> stage function; run in order, each sees the results of those before it
 STAGES: dict[str, Callable] = {
     "backends": _stage_backends,
     "inspect": _stage_inspect,
     "fingerprint": _stage_fingerprint,
     "compare": _stage_compare,
+    "drift": _stage_drift,
 }
 
 
@@ -156,6 +170,8 @@ def run_suite(models: list[str], out: Path, backend_names: list[str] | None = No
 
 def summarize(bundle: dict) -> str:
     parts = [f"{len(bundle['inputs'])} models", f"backends: {', '.join(bundle['identity'])}"]
+    if "drift" in bundle:
+        parts.append("drift: every verdict stable" if bundle["drift"]["all_verdicts_stable"] else "drift: a verdict FLIPS")
     if "compare" in bundle:
         verdicts = [c["verdict"] for c in bundle["compare"]]
         parts.append(f"{len(verdicts)} comparisons: " + ", ".join(f"{v} {verdicts.count(v)}" for v in sorted(set(verdicts))))

@@ -1,7 +1,8 @@
 """Fingerprint and lineage kernels: pure torch functions, one implementation for every backend."""
 from .assignment import match, neuron_similarity
 from .cka import gram, unbiased_cka, unbiased_hsic
+from .forward import block_forward
 from .stats import pearson, rms_rows, row_corr, standardize_rows, std, zscore
 
-__all__ = ["match", "neuron_similarity", "gram", "unbiased_cka", "unbiased_hsic", "pearson", "rms_rows",
+__all__ = ["block_forward", "match", "neuron_similarity", "gram", "unbiased_cka", "unbiased_hsic", "pearson", "rms_rows",
            "row_corr", "standardize_rows", "std", "zscore"]

@@ -1,0 +1,92 @@
+"""Compare drift reports made on different machines (an NPU box, a GPU box, a laptop).
+
+As msprobe's benchmark-ratio method: each kernel's error against the shared float64 golden on
+one machine, divided by the same kernel's error on the reference machine (the first report):
+<= 1 pass, 1-2 warn, above 2 fail. Errors below one unit of the dtype's precision count as
+equal. Verdicts must agree. Reports computed from different inputs are refused.
+"""
+from __future__ import annotations
+
+from ..errors import IncompatibleInputs, MalformedInput
+from ..schemas import SCHEMA_VERSIONS
+
+# errors at or below half an ulp at 1.0 are indistinguishable from exact
+PRECISION_FLOOR = {"fp32": 2.0 ** -24, "bf16": 2.0 ** -8, "fp16": 2.0 ** -11}
+# modes that mean the same thing on different hardware
+MODE_CLASS = {"tf32": "reduced-fp32", "hf32": "reduced-fp32"}
+BACKEND_PRIORITY = ("npu", "cuda", "cpu")
+STATUS = ((1.0, "pass"), (2.0, "warn"))
+
+
+def _primary_backend(report) -> str:
+    present = {r["backend"] for r in report["rows"] if not r["emulated"]}
+    for name in BACKEND_PRIORITY:
+        if name in present:
+            return name
+    raise MalformedInput("drift report has no measured (non-emulated) rows")
+
+
+def _key(row) -> tuple:
+    return (row["kernel"], row["dtype"], MODE_CLASS.get(row["mode"], row["mode"]), row["deterministic_algorithms"])
+
+
+def _status(ratio: float) -> str:
+    for limit, name in STATUS:
+        if ratio <= limit:
+            return name
+    return "fail"
+
+
+def check_same_inputs(reports: list[dict], names: list[str]) -> None:
+    ref = reports[0]["inputs"]
+    for report, name in zip(reports[1:], names[1:]):
+        inputs = report["inputs"]
+        if [m["content_hash"] for m in inputs["models"]] != [m["content_hash"] for m in ref["models"]]:
+            raise IncompatibleInputs(f"{name} was measured on other models than {names[0]}")
+        if inputs["kernel_inputs_sha256"] != ref["kernel_inputs_sha256"]:
+            raise IncompatibleInputs(f"{name} was measured on other kernel inputs than {names[0]}")
+
+
+def compare_reports(reports: list[dict], names: list[str]) -> dict:
+    if len(reports) < 2:
+        raise MalformedInput("drift compare needs at least two reports")
+    for report, name in zip(reports, names):
+        if str(report.get("schema_version", "")).split(".")[0] != SCHEMA_VERSIONS["drift"].split(".")[0]:
+            raise MalformedInput(f"not a drift report of schema {SCHEMA_VERSIONS['drift']}", name)
+    check_same_inputs(reports, names)
+    ref_backend = _primary_backend(reports[0])
+    ref_rows = {_key(r): r for r in reports[0]["rows"] if r["backend"] == ref_backend and not r["emulated"]}
+    rows = []
+    for report, name in zip(reports[1:], names[1:]):
+        backend = _primary_backend(report)
+        for r in report["rows"]:
+            if r["backend"] != backend or r["emulated"] or _key(r) not in ref_rows:
+                continue
+            ref = ref_rows[_key(r)]
+            floor = PRECISION_FLOOR.get(r["dtype"], 2.0 ** -24)
+            if r["max_rel_err"] is None or ref["max_rel_err"] is None:  # an overflow on one side or both
+                ratio = 1.0 if r["max_rel_err"] is ref["max_rel_err"] else (float("inf") if r["max_rel_err"] is None else 0.0)
+            else:
+                ratio = max(r["max_rel_err"], floor) / max(ref["max_rel_err"], floor)
+            rows.append({"report": name, "kernel": r["kernel"], "dtype": r["dtype"], "mode": r["mode"],
+                         "reference_mode": ref["mode"], "deterministic_algorithms": r["deterministic_algorithms"],
+                         "backend": backend, "reference_backend": ref_backend,
+                         "max_rel_err": r["max_rel_err"], "reference_max_rel_err": ref["max_rel_err"],
+                         "ratio": ratio if ratio != float("inf") else None, "status": _status(ratio),
+                         "deterministic": r["deterministic"], "reference_deterministic": ref["deterministic"]})
+    verdicts = []
+    ref_verdicts = {tuple(v["pair"]): v for v in reports[0]["verdicts"]}
+    for report, name in zip(reports[1:], names[1:]):
+        for v in report["verdicts"]:
+            ref = ref_verdicts.get(tuple(v["pair"]))
+            if ref is None:
+                continue
+            seen = {ref["verdict"], v["verdict"], *ref["verdicts_by_config"].values(), *v["verdicts_by_config"].values()}
+            verdicts.append({"report": name, "pair": v["pair"], "reference_verdict": ref["verdict"], "verdict": v["verdict"],
+                             "agree": len(seen) == 1, "margin_to_drift": v["margin_to_drift"],
+                             "reference_margin_to_drift": ref["margin_to_drift"]})
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("pass", "warn", "fail")}
+    failed = counts["fail"] > 0 or not all(v["agree"] for v in verdicts) or not rows
+    return {"schema_version": SCHEMA_VERSIONS["drift_compare"], "reports": names, "reference": names[0],
+            "reference_backend": ref_backend, "rows": rows, "verdicts": verdicts, "counts": counts,
+            "status": "fail" if failed else ("warn" if counts["warn"] else "pass")}

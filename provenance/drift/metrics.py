@@ -1,0 +1,50 @@
+"""Error of one output against its float64 golden, in msprobe's terms."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+MANTISSA_BITS = {torch.float64: 52, torch.float32: 23, torch.bfloat16: 7, torch.float16: 10}
+# share of elements above this relative error counts as "bad" (msprobe: 0.1% fp32, 1% fp16/bf16)
+SHARE_THRESHOLD = {torch.float64: 1e-6, torch.float32: 1e-3, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+SMALL_VALUE = 1e-3  # elements below this fraction of the tensor's largest magnitude are judged by absolute error
+
+
+NON_FINITE = {"max_rel_err": None, "median_rel_err": None, "max_ulp": None, "median_ulp": None,
+              "share_above_threshold": None, "small_value_abs_err": None, "cosine": None, "finite": False}
+
+
+def errors(out: torch.Tensor, golden: torch.Tensor, dtype: torch.dtype) -> dict:
+    """Error metrics; an output with NaN or Inf (an overflow) gets no error numbers, only finite=False."""
+    o = out.detach().to("cpu", torch.float64).reshape(-1)
+    if not torch.isfinite(o).all():
+        return dict(NON_FINITE)
+    g = golden.detach().to("cpu", torch.float64).reshape(-1)
+    if o.shape != g.shape:
+        raise ValueError(f"output shape {tuple(out.shape)} differs from golden {tuple(golden.shape)}")
+    diff = (o - g).abs()
+    scale = float(g.abs().max()) or 1.0
+    small = g.abs() < SMALL_VALUE * scale
+    normal = ~small
+    rel = diff[normal] / g.abs()[normal]
+    bits = MANTISSA_BITS.get(dtype, 23)
+    exponent = torch.floor(torch.log2(g.abs().clamp_min(torch.finfo(torch.float64).tiny)))
+    ulp = torch.pow(2.0, exponent - bits)
+    ulps = diff[normal] / ulp[normal]
+    cos = float((o @ g) / (o.norm() * g.norm())) if o.norm() > 0 and g.norm() > 0 else (1.0 if torch.equal(o, g) else 0.0)
+    return {
+        "max_rel_err": float(rel.max()) if rel.numel() else 0.0,
+        "median_rel_err": float(rel.median()) if rel.numel() else 0.0,
+        "max_ulp": float(ulps.max()) if ulps.numel() else 0.0,
+        "median_ulp": float(ulps.median()) if ulps.numel() else 0.0,
+        "share_above_threshold": float((rel > SHARE_THRESHOLD.get(dtype, 1e-3)).double().mean()) if rel.numel() else 0.0,
+        "small_value_abs_err": float(diff[small].max() / scale) if small.any() else 0.0,
+        "cosine": cos if math.isfinite(cos) else 0.0,
+        "finite": bool(torch.isfinite(o).all()),
+    }
+
+
+def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    a, b = a.detach().cpu(), b.detach().cpu()
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.reshape(-1).contiguous().view(torch.uint8), b.reshape(-1).contiguous().view(torch.uint8))

@@ -1,0 +1,228 @@
+"""Drift: every kernel on every backend x dtype x precision mode against a float64 CPU golden,
+and the effect of that drift on every lineage verdict."""
+from __future__ import annotations
+
+import hashlib
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from backends import CpuBackend, get_backend
+
+from ..fingerprint import fingerprint_view
+from ..lineage import DECISION, compare_fingerprints
+from ..model import open_model
+from ..progress import Progress
+from ..schemas import SCHEMA_VERSIONS
+from .emulation import EMULATIONS, EmulatedBackend
+from .kernels_table import KERNELS, kernel_inputs, reorder
+from .metrics import bitwise_equal, errors
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+REPEATS = 3      # runs compared bit for bit
+TIMED_RUNS = 5
+DRIFT_FLOOR = 1e-12  # drift below this is reported as this (keeps ratios finite)
+
+
+@dataclass(frozen=True)
+class Config:
+    backend: object
+    dtype_name: str
+    mode: str
+    deterministic: bool | None
+    emulated: bool = False
+
+    @property
+    def label(self) -> str:
+        det = "+det" if self.deterministic else ""
+        return f"{self.backend.name}/{self.dtype_name}/{self.mode}{det}"
+
+
+def configs(backends, dtype_names) -> list[Config]:
+    out = []
+    for b in backends:
+        for dname in dtype_names:
+            out.append(Config(b, dname, "ieee", False))
+            if dname == "fp32":
+                out.append(Config(b, dname, "ieee", True))
+                out += [Config(b, dname, m, False) for m in b.modes() if m != "ieee"]
+        if b.name == "cpu":
+            out += [Config(EmulatedBackend(e), "fp32", e.mode, False, emulated=True) for e in EMULATIONS.values()]
+    return out
+
+
+def _place(inputs: dict, backend, dtype) -> dict:
+    return {k: backend.place(v, dtype) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+def _run(kernel, placed, cfg: Config):
+    real_mode = "ieee" if cfg.emulated else cfg.mode
+    with cfg.backend.precision(real_mode, deterministic=cfg.deterministic):
+        out = kernel.fn(placed)
+        cfg.backend.synchronize()
+    return out
+
+
+def measure_kernel(name: str, kernel, inputs: dict, golden: torch.Tensor, cfg: Config) -> dict:
+    dtype = DTYPES[cfg.dtype_name]
+    source = inputs
+    unpermute = None
+    emulation = getattr(cfg.backend, "emulation", None)
+    if emulation is not None and emulation.reorder:
+        source, perm = reorder(inputs, torch.Generator().manual_seed(7))
+        unpermute = torch.argsort(perm)
+    elif emulation is not None and not kernel.matmul:
+        return None  # reduced-precision matmul inputs do not apply to this kernel
+    placed = _place(source, cfg.backend, dtype)
+    outs = [_run(kernel, placed, cfg) for _ in range(REPEATS)]
+    out = outs[0]
+    if unpermute is not None and kernel.output_hidden_axis is not None:
+        out = out.index_select(kernel.output_hidden_axis % out.dim(), unpermute.to(out.device))
+    row = {"kernel": name, "backend": cfg.backend.name, "dtype": cfg.dtype_name, "mode": cfg.mode,
+           "deterministic_algorithms": bool(cfg.deterministic), "emulated": cfg.emulated,
+           **errors(out, golden, torch.float32 if cfg.emulated else dtype),
+           "deterministic": all(bitwise_equal(outs[0], o) for o in outs[1:])}
+    row["slice_invariant"] = _slice_invariant(kernel, placed, outs[0], cfg) if unpermute is None else None
+    times = []
+    for _ in range(TIMED_RUNS):
+        with cfg.backend.timer() as t:
+            _run(kernel, placed, cfg)
+        times.append(t["ms"])
+    row["time_ms"] = statistics.median(times)
+    return row
+
+
+def _slice_invariant(kernel, placed, full, cfg) -> bool | None:
+    """Rows computed on a slice of the batch must equal, bit for bit, the same rows computed on the whole."""
+    if kernel.slice_input is None:
+        return None
+    k = placed[kernel.slice_input].shape[0] // 2
+    part = _run(kernel, {**placed, kernel.slice_input: placed[kernel.slice_input][:k]}, cfg)
+    return bitwise_equal(part, full[:k])
+
+
+def check_determinism(fn, *args, repeats: int = REPEATS) -> bool:
+    """True when `fn(*args)` gives the same bits every time."""
+    first = fn(*args)
+    return all(bitwise_equal(first, fn(*args)) for _ in range(repeats - 1))
+
+
+def _digest(inputs: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(inputs):
+        v = inputs[k]
+        h.update(k.encode())
+        h.update(v.contiguous().numpy().tobytes() if isinstance(v, torch.Tensor) else str(v).encode())
+    return h.hexdigest()
+
+
+def _verdict_effects(views: dict, pairs, cfgs, progress) -> list[dict]:
+    """Fingerprint and compare every pair in float64 (golden) and in every configuration."""
+    golden_backend = CpuBackend()
+    fps = {("golden", l): fingerprint_view(v, golden_backend, dtype=torch.float64, label=l) for l, v in views.items()}
+    golden = {p: compare_fingerprints(fps[("golden", p[0])], fps[("golden", p[1])]) for p in pairs}
+    by_config = {p: {} for p in pairs}
+    usable = [c for c in cfgs if not (c.emulated and getattr(c.backend, "emulation").reorder)]
+    tracker = Progress(len(usable), "drift verdicts", progress)
+    for cfg in usable:
+        with cfg.backend.precision("ieee" if cfg.emulated else cfg.mode, deterministic=cfg.deterministic):
+            for l, v in views.items():
+                fps[(cfg.label, l)] = fingerprint_view(v, cfg.backend, dtype=DTYPES[cfg.dtype_name], label=l)
+        for p in pairs:
+            by_config[p][cfg.label] = compare_fingerprints(fps[(cfg.label, p[0])], fps[(cfg.label, p[1])])
+        tracker.step(cfg.label)
+    return [_verdict_row(p, golden[p], by_config[p]) for p in pairs]
+
+
+def _used(result) -> dict:
+    return {s["name"]: s for s in result["signals"] if s["used"] and s["p_value"] is not None}
+
+
+def _log10(p) -> float:
+    return math.log10(max(p, 1e-300))
+
+
+def _verdict_row(pair, golden, configs_results) -> dict:
+    g_used = _used(golden)
+    effect_drift, logp_drift, stat_drift = DRIFT_FLOOR, DRIFT_FLOOR, DRIFT_FLOOR
+    for r in configs_results.values():
+        for name, s in _used(r).items():
+            if name in g_used:
+                effect_drift = max(effect_drift, abs(s["effect"] - g_used[name]["effect"]))
+                stat_drift = max(stat_drift, abs(s["statistic"] - g_used[name]["statistic"]))
+                logp_drift = max(logp_drift, abs(_log10(s["p_value"]) - _log10(g_used[name]["p_value"])))
+    k = max(1, len(g_used))
+    if golden["verdict"] == "derived":
+        effect_margin = max(s["effect"] - s["min_effect"] for s in g_used.values())
+        logp_margin = _log10(DECISION["alpha_derived"] / k) - min(_log10(s["p_value"]) for s in g_used.values())
+        ratio = min(effect_margin / effect_drift, logp_margin / logp_drift)
+    elif golden["verdict"] == "independent":
+        logp_margin = min(_log10(s["p_value"]) for s in g_used.values()) - _log10(DECISION["alpha_independent"])
+        ratio = logp_margin / logp_drift
+        effect_margin = None
+    else:
+        effect_margin, logp_margin, ratio = None, None, None
+    verdicts = {label: r["verdict"] for label, r in configs_results.items()}
+    flips = sorted(label for label, v in verdicts.items() if v != golden["verdict"])
+    return {"pair": list(pair), "verdict": golden["verdict"], "stable": not flips, "flipped_in": flips,
+            "margin_to_drift": None if ratio is None else min(ratio, 1e12),
+            "effect_margin": effect_margin, "log10_p_margin": logp_margin,
+            "max_effect_drift": effect_drift, "max_statistic_drift": stat_drift, "max_log10_p_drift": logp_drift,
+            "verdicts_by_config": verdicts}
+
+
+KERNEL_ROLES = ("embed", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
+
+
+def kernel_pair(views: dict) -> tuple[str, str]:
+    """The first two models (in order) whose layer 0 has every role the kernels use, in the same shapes."""
+    def shapes(v):
+        return [v.shape(r, None if r == "embed" else 0) for r in KERNEL_ROLES]
+
+    ready = [l for l, v in views.items() if all(s is not None for s in shapes(v))]
+    for i, a in enumerate(ready):
+        for b in ready[i + 1:]:
+            if shapes(views[a])[1:] == shapes(views[b])[1:] and shapes(views[a])[0][1] == shapes(views[b])[0][1]:
+                return a, b
+    if ready:
+        return ready[0], ready[0]
+    raise ValueError("drift kernels need a dense model with separate q/k/v/o and gate/up/down projections")
+
+
+def run_drift(models: list[str], labels: list[str], backend_names: list[str] | None, dtype_names: list[str],
+              progress: bool = True) -> dict:
+    from backends import available_backends
+    backends = [get_backend(n) for n in backend_names] if backend_names else available_backends()
+    unknown = [d for d in dtype_names if d not in DTYPES]
+    if unknown:
+        raise ValueError(f"unknown dtype {unknown[0]!r}; choose from {', '.join(DTYPES)}")
+    views = {l: open_model(m) for l, m in zip(labels, models)}
+    first, second = kernel_pair(views)
+    inputs = kernel_inputs(views[first], views[second])
+    cfgs = configs(backends, dtype_names)
+    golden = {name: k.fn(inputs) for name, k in KERNELS.items()}
+    rows = []
+    tracker = Progress(len(cfgs), "drift kernels", progress)
+    for cfg in cfgs:
+        for name, kernel in KERNELS.items():
+            row = measure_kernel(name, kernel, inputs, golden[name], cfg)
+            if row is not None:
+                rows.append(row)
+        tracker.step(cfg.label)
+    pairs = [(labels[i], labels[j]) for i in range(len(labels)) for j in range(i + 1, len(labels))]
+    verdicts = _verdict_effects(views, pairs, cfgs, progress) if pairs else []
+    identities = {b.name: b.identity() for b in backends}
+    identities.update({c.backend.name: c.backend.identity() for c in cfgs if c.emulated})
+    return {
+        "schema_version": SCHEMA_VERSIONS["drift"],
+        "inputs": {"models": [{"label": l, "content_hash": views[l].source.content_hash()} for l in labels],
+                   "kernel_inputs_sha256": _digest(inputs), "kernel_layer": 0, "kernel_models": [first, second]},
+        "identity": identities,
+        "golden": {"backend": "cpu", "dtype": "float64", "identity": CpuBackend().identity()},
+        "emulations": {e.mode: e.description for e in EMULATIONS.values()},
+        "rows": rows,
+        "verdicts": verdicts,
+    }

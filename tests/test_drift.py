@@ -1,0 +1,123 @@
+import copy
+import json
+
+import pytest
+import torch
+
+from provenance import errors
+from provenance.cli import main
+from provenance.drift import check_determinism, compare_reports, run_drift
+from provenance.drift.emulation import round_mantissa
+from provenance.errors import IncompatibleInputs
+
+PAIR = ("base-s0", "base-s0-finetune", "base-s1")
+
+
+@pytest.fixture(scope="module")
+def report(zoo):
+    return run_drift([str(zoo(n)) for n in PAIR], list(PAIR), ["cpu"], ["fp32", "bf16", "fp16"], progress=False)
+
+
+def rows(report, **match):
+    return [r for r in report["rows"] if all(r[k] == v for k, v in match.items())]
+
+
+def test_cpu_fp32_is_near_float64(report):
+    fp32 = rows(report, backend="cpu", dtype="fp32", mode="ieee", emulated=False)
+    assert len(fp32) == 16  # 8 kernels, deterministic algorithms off and on
+    assert all(r["median_rel_err"] < 1e-6 and r["cosine"] > 0.999999 for r in fp32)
+    assert all(r["deterministic"] for r in fp32)
+
+
+def test_half_precision_rows_show_larger_errors(report):
+    for dtype in ("bf16", "fp16"):
+        half = {r["kernel"]: r for r in rows(report, backend="cpu", dtype=dtype)}
+        full = {r["kernel"]: r for r in rows(report, backend="cpu", dtype="fp32", deterministic_algorithms=False)}
+        assert half["block_forward"]["median_rel_err"] > 10 * full["block_forward"]["median_rel_err"]
+        assert half["std"]["median_rel_err"] > 10 * full["std"]["median_rel_err"]
+
+
+def test_emulated_rows_are_labelled_and_in_the_expected_range(report):
+    tf32 = {r["kernel"]: r for r in rows(report, mode="tf32")}
+    assert tf32 and all(r["emulated"] and r["backend"] == "cpu-emulated-tf32" for r in tf32.values())
+    assert "std" not in tf32  # reduced-precision matmul inputs do not apply to a reduction
+    assert 1e-5 < tf32["anchor_features"]["median_rel_err"] < 2e-3  # published TF32 class: ~2.5e-4 median
+    hf32 = {r["kernel"]: r for r in rows(report, mode="hf32")}
+    assert hf32["anchor_features"]["median_rel_err"] < tf32["anchor_features"]["median_rel_err"]  # one more mantissa bit
+    reordered = rows(report, mode="reordered")
+    assert reordered and all(r["median_rel_err"] < 1e-5 for r in reordered)
+    assert report["emulations"]["tf32"] and report["identity"]["cpu-emulated-tf32"]["emulated"]
+
+
+def test_every_verdict_is_stable_with_a_margin(report):
+    assert [v["verdict"] for v in report["verdicts"]] == ["derived", "independent", "independent"]
+    for v in report["verdicts"]:
+        assert v["stable"] and v["margin_to_drift"] > 10
+
+
+def test_report_is_json_with_the_documented_fields(report):
+    doc = json.loads(json.dumps(report, allow_nan=False))
+    for key in ("schema_version", "inputs", "identity", "rows", "verdicts"):
+        assert key in doc
+    for key in ("kernel", "backend", "dtype", "mode", "emulated", "max_rel_err", "median_rel_err", "max_ulp", "cosine",
+                "deterministic", "time_ms"):
+        assert key in doc["rows"][0]
+    for key in ("pair", "verdict", "stable", "margin_to_drift"):
+        assert key in doc["verdicts"][0]
+
+
+def test_determinism_check_catches_a_nondeterministic_kernel():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, generator=g) * 10.0 ** torch.randint(-6, 6, (300,), generator=g)
+    calls = [0]
+
+    def shuffled_sum(t):  # float32 accumulation in a new order on every call, like an atomics-based GPU reduction
+        calls[0] += 1
+        acc = torch.zeros((), dtype=torch.float32)
+        for v in t[torch.randperm(t.numel(), generator=torch.Generator().manual_seed(calls[0]))]:
+            acc = acc + v
+        return acc
+
+    assert check_determinism(torch.sum, x)
+    assert not check_determinism(shuffled_sum, x)
+
+
+def test_round_mantissa_keeps_the_requested_bits():
+    x = torch.tensor([1.0 + 2 ** -12, 1.0 + 2 ** -9, 3.14159265], dtype=torch.float32)
+    r = round_mantissa(x, 10)
+    assert r[0] == 1.0 and r[1] == 1.0 + 2 ** -9
+    assert abs(float(r[2]) - 3.14159265) < 2 ** -10 * 4
+
+
+def test_drift_compare_passes_identical_and_fails_worse(report, tmp_path):
+    same = compare_reports([report, copy.deepcopy(report)], ["a", "b"])
+    assert same["status"] == "pass" and same["counts"]["fail"] == 0 and all(v["agree"] for v in same["verdicts"])
+    worse = copy.deepcopy(report)
+    for r in worse["rows"]:
+        if r["max_rel_err"] is not None:
+            r["max_rel_err"] *= 50
+    result = compare_reports([report, worse], ["ref", "worse"])
+    assert result["status"] == "fail" and result["counts"]["fail"] > 0
+
+
+def test_drift_compare_refuses_reports_of_different_inputs(report, tmp_path, capsys):
+    other = copy.deepcopy(report)
+    other["inputs"]["models"][0]["content_hash"] = "0" * 64
+    with pytest.raises(IncompatibleInputs):
+        compare_reports([report, other], ["a", "b"])
+    (tmp_path / "a.json").write_text(json.dumps(report))
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    rc = main(["drift", "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert rc == errors.INCOMPATIBLE and "other models" in capsys.readouterr().err
+
+
+def test_drift_command_writes_report_and_plots(zoo, tmp_path):
+    args = ["--quiet", "drift", str(zoo("base-s0")), str(zoo("base-s1")), "--dtypes", "fp32", "-o", str(tmp_path / "d.json"),
+            "--report", str(tmp_path / "rep")]
+    assert main(args) == 0
+    doc = json.loads((tmp_path / "d.json").read_text())
+    assert doc["verdicts"][0]["verdict"] == "independent"
+    assert (tmp_path / "rep" / "figures" / "drift_errors.png").exists()
+    assert main(["--quiet", "drift", "compare", str(tmp_path / "d.json"), str(tmp_path / "d.json"), "--report",
+                 str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "figures" / "drift_ratios.png").exists()
