@@ -88,3 +88,19 @@ def test_unmapped_tensors_are_listed_not_dropped(tmp_path, base_state):
     state = {**base_state, "model.some_new_thing.weight": torch.randn(3)}
     info = inspect_model(_save(tmp_path, state))
     assert info["unmapped"] == ["model.some_new_thing.weight"]
+
+
+def test_stacked_gguf_style_experts_are_sliced_and_read_once(tmp_path):
+    h, e, f = 8, 3, 5
+    stacked = torch.randn(e, f, h)
+    state = {"token_embd.weight": torch.randn(10, h), "blk.0.attn_q.weight": torch.randn(h, h),
+             "blk.0.ffn_up_exps.weight": stacked, "blk.0.ffn_gate_inp.weight": torch.randn(e, h)}
+    view = open_model(_save(tmp_path, state))
+    reads = []
+    real_get = view.source.get
+    view.source.get = lambda name: reads.append(name) or real_get(name)
+    assert view.experts(0) == [0, 1, 2]
+    for k in range(e):
+        assert torch.equal(view.get("moe.expert.up", 0, k), stacked[k])
+    assert reads == ["blk.0.ffn_up_exps.weight"]
+    assert view.facts["num_experts"] == 3

@@ -74,6 +74,7 @@ class ModelView:
     family: Family
     roles: dict[str, RoleRef]
     unmapped: list[str] = field(default_factory=list)
+    _stack_cache: tuple = (None, None)
 
     @classmethod
     def from_source(cls, source: TensorSource) -> "ModelView":
@@ -117,7 +118,10 @@ class ModelView:
         if expert is not None and role.startswith("moe.expert."):
             stacked = self.name_of(role.replace("moe.expert.", "moe.experts."), layer)
             if stacked is not None:
-                return self.source.get(stacked)[expert]
+                # experts are read one after another: keep the last stack instead of re-reading it per expert
+                if self._stack_cache[0] != stacked:
+                    self._stack_cache = (stacked, self.source.get(stacked))
+                return self._stack_cache[1][expert]
         for fused, parts in FUSED.items():
             if role in parts and (fused, layer, None) in self._index:
                 whole = self.get(fused, layer)
