@@ -60,14 +60,27 @@ class Backend:
     def synchronize(self) -> None:
         pass
 
+    def new_event(self):
+        """A timing event on the device (torch.cuda.Event and its mirrors), or None to time on the host."""
+        return None
+
     @contextlib.contextmanager
     def timer(self) -> Iterator[dict]:
-        """Wall time on the host; device adapters override with device events."""
+        """Elapsed milliseconds of the block: device events where the device has them, else host wall time."""
         out = {"ms": float("nan")}
-        start = time.perf_counter_ns()
+        start = self.new_event()
+        if start is None:
+            t0 = time.perf_counter_ns()
+            yield out
+            self.synchronize()
+            out["ms"] = (time.perf_counter_ns() - t0) / 1e6
+            return
+        end = self.new_event()
+        start.record()
         yield out
-        self.synchronize()
-        out["ms"] = (time.perf_counter_ns() - start) / 1e6
+        end.record()
+        end.synchronize()
+        out["ms"] = start.elapsed_time(end)
 
     def memory_stats(self) -> dict:
         return {}

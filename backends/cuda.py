@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 
 from .base import Availability, Backend
@@ -28,15 +25,8 @@ class CudaBackend(Backend):
     def synchronize(self) -> None:
         torch.cuda.synchronize(self.device)
 
-    @contextlib.contextmanager
-    def timer(self) -> Iterator[dict]:
-        out = {"ms": float("nan")}
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        yield out
-        end.record()
-        end.synchronize()
-        out["ms"] = start.elapsed_time(end)
+    def new_event(self):
+        return torch.cuda.Event(enable_timing=True)
 
     def memory_stats(self) -> dict:
         return {"max_allocated_bytes": torch.cuda.max_memory_allocated(self.device),

@@ -9,8 +9,6 @@ import contextlib
 import importlib
 import importlib.util
 from functools import lru_cache
-from typing import Iterator
-
 import torch
 
 from .base import Availability, Backend
@@ -48,15 +46,8 @@ class NpuBackend(Backend):
     def synchronize(self) -> None:
         torch.npu.synchronize()
 
-    @contextlib.contextmanager
-    def timer(self) -> Iterator[dict]:
-        out = {"ms": float("nan")}
-        start, end = torch.npu.Event(enable_timing=True), torch.npu.Event(enable_timing=True)
-        start.record()
-        yield out
-        end.record()
-        end.synchronize()
-        out["ms"] = start.elapsed_time(end)
+    def new_event(self):
+        return torch.npu.Event(enable_timing=True)
 
     def memory_stats(self) -> dict:
         stats = torch.npu.memory_stats(self.device)

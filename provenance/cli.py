@@ -141,7 +141,6 @@ def drift(args: Optional[List[str]] = typer.Argument(None, help="MODEL... (defau
           as_json: bool = typer.Option(False, "--json")):
     """Measure kernel drift against a float64 golden run on every backend, dtype and precision mode;
     or, as `drift compare R1.json R2.json ...`, compare reports made on different machines."""
-    from .atomic import write_json
     args = list(args or [])
     if args and args[0] == "compare":
         return _drift_compare([Path(a) for a in args[1:]], output, report, as_json)
@@ -155,11 +154,8 @@ def drift(args: Optional[List[str]] = typer.Argument(None, help="MODEL... (defau
     if len(models) == 1:
         models, labels = models * 2, [labels[0], labels[0] + "-again"]
     result = run_drift(models, labels, backend, dtype or ["fp32", "bf16", "fp16"], progress=not STATE["quiet"])
-    if output is not None:
-        write_json(output, result)
-    if report is not None:
-        from .report.drift import write_drift_report
-        write_drift_report(report, result)
+    from .report.drift import write_drift_report
+    _save(result, output, report, write_drift_report)
 
     def human(r):
         for row in r["rows"]:
@@ -175,8 +171,16 @@ def drift(args: Optional[List[str]] = typer.Argument(None, help="MODEL... (defau
     return 0 if all(v["stable"] for v in result["verdicts"]) else errors.CHECK_FAILED
 
 
-def _drift_compare(paths: list[Path], output, report, as_json):
+def _save(result: dict, output: Path | None, report: Path | None, write_report) -> None:
+    """The JSON document and the report for people, each only where asked for."""
     from .atomic import write_json
+    if output is not None:
+        write_json(output, result)
+    if report is not None:
+        write_report(report, result)
+
+
+def _drift_compare(paths: list[Path], output, report, as_json):
     from .drift import compare_reports
     from .io.base import read_json_file
     reports = []
@@ -188,11 +192,8 @@ def _drift_compare(paths: list[Path], output, report, as_json):
             raise errors.MalformedInput("not a drift report", p)
         reports.append(doc)
     result = compare_reports(reports, [str(p) for p in paths])
-    if output is not None:
-        write_json(output, result)
-    if report is not None:
-        from .report.drift import write_drift_comparison
-        write_drift_comparison(report, result)
+    from .report.drift import write_drift_comparison
+    _save(result, output, report, write_drift_comparison)
 
     def human(r):
         for row in r["rows"]:

@@ -3,7 +3,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import save_file
 
 os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")

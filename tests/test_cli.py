@@ -4,7 +4,6 @@ import pickle
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from provenance import errors

@@ -1,6 +1,5 @@
 """Every hostile input: a one-line error naming the file, a documented exit code, no traceback,
 nothing executed, nothing written."""
-import os
 import subprocess
 import sys
 

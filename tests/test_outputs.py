@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from backends import get_backend
 from provenance.atomic import atomic_path, write_json

@@ -6,7 +6,6 @@ import hashlib
 import math
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
