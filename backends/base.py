@@ -142,3 +142,30 @@ class Backend:
                 **self._read_flags(),
             },
         }
+
+
+class AcceleratorBackend(Backend):
+    """What CUDA and NPU share, written once: torch.accelerator (torch >= 2.6) where it serves this
+    device type, else torch.<device>, whose API torch_npu mirrors from torch.cuda."""
+
+    def api(self):
+        generic = getattr(torch, "accelerator", None)
+        if generic is not None and hasattr(generic, "max_memory_allocated"):
+            current = generic.current_accelerator()
+            if current is not None and current.type == self.device_type:
+                return generic
+        return getattr(torch, self.device_type)
+
+    def synchronize(self) -> None:
+        self.api().synchronize(self.device)
+
+    def new_event(self):
+        return torch.Event(self.device, enable_timing=True)
+
+    def memory_stats(self) -> dict:
+        api = self.api()
+        return {"max_allocated_bytes": api.max_memory_allocated(self.device),
+                "max_reserved_bytes": api.max_memory_reserved(self.device)}
+
+    def reset_peak_memory(self) -> None:
+        self.api().reset_peak_memory_stats(self.device)

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import torch
 
-from .base import Availability, Backend
+from .base import AcceleratorBackend, Availability
 
 
-class CudaBackend(Backend):
+class CudaBackend(AcceleratorBackend):
     name = "cuda"
     device_type = "cuda"
 
@@ -21,19 +21,6 @@ class CudaBackend(Backend):
         if self.index >= count:
             return Availability(False, f"CUDA device {self.index} requested, {count} present")
         return Availability(True, "")
-
-    def synchronize(self) -> None:
-        torch.cuda.synchronize(self.device)
-
-    def new_event(self):
-        return torch.cuda.Event(enable_timing=True)
-
-    def memory_stats(self) -> dict:
-        return {"max_allocated_bytes": torch.cuda.max_memory_allocated(self.device),
-                "max_reserved_bytes": torch.cuda.max_memory_reserved(self.device)}
-
-    def reset_peak_memory(self) -> None:
-        torch.cuda.reset_peak_memory_stats(self.device)
 
     def _read_flags(self) -> dict:
         return {"cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32,

@@ -11,7 +11,7 @@ import importlib.util
 from functools import lru_cache
 import torch
 
-from .base import Availability, Backend
+from .base import AcceleratorBackend, Availability
 
 
 @lru_cache(maxsize=1)
@@ -25,7 +25,7 @@ def import_torch_npu():
         return None, f"torch_npu failed to import: {' '.join(str(exc).split())[:300]}"
 
 
-class NpuBackend(Backend):
+class NpuBackend(AcceleratorBackend):
     name = "npu"
     device_type = "npu"
 
@@ -42,19 +42,6 @@ class NpuBackend(Backend):
         if self.index >= count:
             return Availability(False, f"NPU device {self.index} requested, {count} present")
         return Availability(True, "")
-
-    def synchronize(self) -> None:
-        torch.npu.synchronize()
-
-    def new_event(self):
-        return torch.npu.Event(enable_timing=True)
-
-    def memory_stats(self) -> dict:
-        stats = torch.npu.memory_stats(self.device)
-        return {"max_allocated_bytes": stats.get("allocated_bytes.all.peak")}
-
-    def reset_peak_memory(self) -> None:
-        torch.npu.reset_peak_memory_stats(self.device)
 
     def _read_flags(self) -> dict:
         npu = getattr(torch, "npu", None)

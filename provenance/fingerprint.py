@@ -138,6 +138,7 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
             b = weight(role, i)
             if b is not None:
                 info["bias_sigma"][role] = float(kernels.std(b))
+                store(f"layer.{i}.bias_{role.split('.')[1]}", b)
         for role, key in (("norm.attn", "norm_attn"), ("norm.mlp", "norm_mlp")):
             g = weight(role, i)
             if g is not None:

@@ -112,3 +112,25 @@ def test_cpu_timer_measures_time():
     with cpu.timer() as t:
         torch.randn(200, 200) @ torch.randn(200, 200)
     assert t["ms"] > 0
+
+
+def test_accelerator_adapters_use_the_device_generic_api(monkeypatch):
+    import types
+
+    from backends import CudaBackend
+    serves = {"type": "cuda"}
+
+    class FakeAccelerator:
+        max_memory_allocated = staticmethod(lambda device: 123)
+        max_memory_reserved = staticmethod(lambda device: 456)
+
+        @staticmethod
+        def current_accelerator():
+            return types.SimpleNamespace(type=serves["type"])
+
+    monkeypatch.setattr(torch, "accelerator", FakeAccelerator, raising=False)
+    cuda = CudaBackend()
+    assert cuda.api() is FakeAccelerator
+    assert cuda.memory_stats() == {"max_allocated_bytes": 123, "max_reserved_bytes": 456}
+    serves["type"] = "xpu"  # torch.accelerator serves another device: fall back to torch.cuda's own API
+    assert cuda.api() is torch.cuda

@@ -11,7 +11,7 @@ SHARE_THRESHOLD = {torch.float64: 1e-6, torch.float32: 1e-3, torch.bfloat16: 1e-
 SMALL_VALUE = 1e-3  # elements below this fraction of the tensor's largest magnitude are judged by absolute error
 
 
-NON_FINITE = {"max_rel_err": None, "median_rel_err": None, "max_ulp": None, "median_ulp": None,
+NON_FINITE = {"max_rel_err": None, "median_rel_err": None, "max_ulp": None, "median_ulp": None, "ulp_p90": None, "ulp_p99": None,
               "share_above_threshold": None, "small_value_abs_err": None, "cosine": None, "finite": False}
 
 
@@ -38,6 +38,8 @@ def errors(out: torch.Tensor, golden: torch.Tensor, dtype: torch.dtype) -> dict:
         "median_rel_err": float(rel.median()) if rel.numel() else 0.0,
         "max_ulp": float(ulps.max()) if ulps.numel() else 0.0,
         "median_ulp": float(ulps.median()) if ulps.numel() else 0.0,
+        "ulp_p90": float(torch.quantile(ulps, 0.9)) if ulps.numel() else 0.0,
+        "ulp_p99": float(torch.quantile(ulps, 0.99)) if ulps.numel() else 0.0,
         "share_above_threshold": float((rel > SHARE_THRESHOLD.get(dtype, 1e-3)).double().mean()) if rel.numel() else 0.0,
         "small_value_abs_err": float(diff[small].max() / scale) if small.any() else 0.0,
         "cosine": cos if math.isfinite(cos) else 0.0,

@@ -79,7 +79,7 @@ def _sigma_curves(fa, fb) -> dict:
 def _norm_vectors(fa, fb, path) -> float | None:
     vals = []
     for i, j in path:
-        for key in ("norm_attn", "norm_mlp"):
+        for key in ("norm_attn", "norm_mlp", "bias_q", "bias_k", "bias_v"):
             a, b = fa.tensor(f"layer.{i}.{key}"), fb.tensor(f"layer.{j}.{key}")
             if a is not None and b is not None and a.shape == b.shape and a.std() > 0 and b.std() > 0:
                 a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
@@ -147,8 +147,9 @@ def compare_fingerprints(fa, fb) -> dict:
                     ("identity (equal depth)" if not searched else
                      f"monotone alignment of {la} to {lb} layers by dynamic programming on the similarity z-scores")})
     signals.append({"name": "norm_vectors", "statistic": norm_stat, "p_value": None, "used": False, "null": "none",
-                    "note": "centred Pearson of RMSNorm/LayerNorm weights on aligned layers, in stored order: "
-                            "breaks under hidden-dimension permutation; raw cosine (about 0.99 for unrelated models) is not used"})
+                    "note": "centred Pearson of norm weights and Q/K/V biases on aligned layers, in stored order: "
+                            "breaks under hidden-dimension and head permutations; raw cosine (about 0.99 for unrelated "
+                            "models) is not used"})
 
     verdict, p_value, reason = _decide(signals, enough_anchors)
     return {
