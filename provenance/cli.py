@@ -105,16 +105,15 @@ def compare(a: Path = typer.Argument(..., help="Model A: checkpoint or fingerpri
     from .lineage import compare_fingerprints
     if fail_on is not None and fail_on not in ("derived", "independent", "inconclusive"):
         raise typer.BadParameter("must be derived, independent or inconclusive", param_hint="--fail-on")
+    from .fingerprint import is_fingerprint_file
+    _refuse_targets(None, report, [str(p) for p in (a, b) if not is_fingerprint_file(p)])
     engine = _backend(backend)
     fa = _load_or_fingerprint(a, engine, a.name, vocab)
     fb = _load_or_fingerprint(b, engine, b.name, vocab)
     result = compare_fingerprints(fa, fb)
     result["backend"] = engine.identity()
     if report is not None:
-        from .fingerprint import is_fingerprint_file
         from .report.lineage import write_comparison_report
-        from .suite import refuse_model_dirs
-        refuse_model_dirs(report, [str(p) for p in (a, b) if not is_fingerprint_file(p)])
         write_comparison_report(report, result, fa, fb)
 
     def human(r):
@@ -147,6 +146,7 @@ def drift(args: Optional[List[str]] = typer.Argument(None, help="MODEL... (defau
     from .drift import run_drift
     if args:
         models, labels = args, [Path(a).name for a in args]
+        _refuse_targets(output, report, models)
     else:
         from .zoo import build_many
         labels = ["base-s0", "base-s0-finetune", "base-s0-obfuscate", "base-s1"]
@@ -169,6 +169,14 @@ def drift(args: Optional[List[str]] = typer.Argument(None, help="MODEL... (defau
             typer.echo(f"{' vs '.join(v['pair'])}: {v['verdict']}, {'stable' if v['stable'] else 'FLIPS'}, margin/drift {m}")
     _emit(result, as_json, human)
     return 0 if all(v["stable"] for v in result["verdicts"]) else errors.CHECK_FAILED
+
+
+def _refuse_targets(output: Path | None, report: Path | None, models) -> None:
+    """Checked before any work: outputs never go inside a model directory."""
+    from .suite import refuse_model_dirs
+    for target in (output.parent if output is not None else None, report):
+        if target is not None:
+            refuse_model_dirs(target, list(models))
 
 
 def _save(result: dict, output: Path | None, report: Path | None, write_report) -> None:

@@ -121,3 +121,10 @@ def test_drift_command_writes_report_and_plots(zoo, tmp_path):
     assert main(["--quiet", "drift", "compare", str(tmp_path / "d.json"), str(tmp_path / "d.json"), "--report",
                  str(tmp_path / "cmp")]) == 0
     assert (tmp_path / "cmp" / "figures" / "drift_ratios.png").exists()
+
+
+def test_drift_never_writes_into_a_model_directory(zoo):
+    model = zoo("base-s1")
+    before = sorted(p.name for p in model.iterdir())
+    rc = main(["--quiet", "drift", str(model), "--dtypes", "fp32", "-o", str(model / "drift.json")])
+    assert rc == errors.UNSAFE and sorted(p.name for p in model.iterdir()) == before

@@ -120,3 +120,11 @@ def test_anchor_choice_is_shared_across_tokenizer_spellings():
     a, _, how = choose_anchors(bpe, len(bpe), 50)
     b, _, _ = choose_anchors(wp, len(wp), 50)
     assert how == "token strings" and len(set(a) & set(b)) >= 45
+
+
+def test_compare_refuses_a_report_inside_a_model_directory_before_any_work(zoo, capsys):
+    from provenance import errors
+    a = zoo("base-s0")
+    before = sorted(p.name for p in a.iterdir())
+    assert main(["--quiet", "compare", str(a), str(zoo("base-s1")), "--report", str(a / "rep")]) == errors.UNSAFE
+    assert sorted(p.name for p in a.iterdir()) == before and "refusing" in capsys.readouterr().err
