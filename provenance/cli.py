@@ -165,7 +165,8 @@ def drift(args: Optional[List[str]] = typer.Argument(None, help="MODEL... (defau
                        f"{'+det' if row['deterministic_algorithms'] else '    '} median {err}  max {mx}"
                        f"{'' if row['deterministic'] else '  NOT REPEATABLE'}")
         for v in r["verdicts"]:
-            m = "n/a" if v["margin_to_drift"] is None else f"{v['margin_to_drift']:.3g}"
+            m = "n/a" if v["margin_to_drift"] is None else (
+                "unbounded (no measurable drift)" if v.get("drift_at_floor") else f"{v['margin_to_drift']:.3g}")
             typer.echo(f"{' vs '.join(v['pair'])}: {v['verdict']}, {'stable' if v['stable'] else 'FLIPS'}, margin/drift {m}")
     _emit(result, as_json, human)
     return 0 if all(v["stable"] for v in result["verdicts"]) else errors.CHECK_FAILED

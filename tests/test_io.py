@@ -160,3 +160,15 @@ def test_config_that_lies_about_shapes_is_rejected(tmp_path, base_dir, base_stat
     (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_size": 4096}))
     with pytest.raises(MalformedInput, match="hidden_size=4096"):
         inspect_model(tmp_path)
+
+
+@pytest.mark.parametrize("dtype,name", [(torch.bfloat16, "BF16"), (torch.float16, "F16"), (torch.float64, "F64"),
+                                        (torch.float8_e4m3fn, "F8_E4M3"), (torch.float8_e5m2, "F8_E5M2")])
+def test_safetensors_dtypes_read_exactly(tmp_path, base_state, dtype, name):
+    state = {k: v.to(dtype) for k, v in base_state.items()}
+    save_file(state, tmp_path / "model.safetensors")
+    info = inspect_model(tmp_path)
+    assert info["dtypes"] == [name] and info["family"] == "qwen2"
+    with open_source(tmp_path) as src:
+        got = src.get("model.layers.0.mlp.up_proj.weight")
+        assert got.dtype == dtype and torch.equal(got.view(torch.uint8), state["model.layers.0.mlp.up_proj.weight"].view(torch.uint8))

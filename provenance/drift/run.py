@@ -166,8 +166,10 @@ def _verdict_row(pair, golden, configs_results) -> dict:
         effect_margin, logp_margin, ratio = None, None, None
     verdicts = {label: r["verdict"] for label, r in configs_results.items()}
     flips = sorted(label for label, v in verdicts.items() if v != golden["verdict"])
+    deciding_drift = logp_drift if golden["verdict"] == "independent" else min(effect_drift, logp_drift)
     return {"pair": list(pair), "verdict": golden["verdict"], "stable": not flips, "flipped_in": flips,
             "margin_to_drift": None if ratio is None else min(ratio, 1e12),
+            "drift_at_floor": deciding_drift <= DRIFT_FLOOR,
             "effect_margin": effect_margin, "log10_p_margin": logp_margin,
             "max_effect_drift": effect_drift, "max_statistic_drift": stat_drift, "max_log10_p_drift": logp_drift,
             "verdicts_by_config": verdicts}

@@ -49,7 +49,8 @@ def drift_sections(report) -> list[Section]:
                      ["kernel", "backend", "dtype", "mode", "emulated", "max rel err", "median rel err", "max ulp", "cosine",
                       "bitwise repeatable", "slice invariant", "time (ms)"], rows, [_error_figure(report)])
     vrows = [[" vs ".join(v["pair"]), v["verdict"], "yes" if v["stable"] else "FLIPPED: " + ", ".join(v["flipped_in"]),
-              "n/a" if v["margin_to_drift"] is None else v["margin_to_drift"], v["max_effect_drift"], v["max_log10_p_drift"]]
+              "n/a" if v["margin_to_drift"] is None else ("no measurable drift" if v.get("drift_at_floor") else v["margin_to_drift"]),
+              v["max_effect_drift"], v["max_log10_p_drift"]]
              for v in report["verdicts"]]
     verdicts = Section("Effect on verdicts",
                        "Each pair fingerprinted and compared in float64 and in every configuration above (reordered "
