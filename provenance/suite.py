@@ -139,7 +139,7 @@ def refuse_model_dirs(out: Path, models: list[str]) -> None:
 
 
 def run_suite(models: list[str], out: Path, backend_names: list[str] | None = None, progress: bool = True,
-              labels: list[str] | None = None) -> dict:
+              labels: list[str] | None = None, descriptions: dict[str, str] | None = None) -> dict:
     from backends import available_backends, get_backend
     out = Path(out)
     refuse_model_dirs(out, models)
@@ -162,10 +162,18 @@ def run_suite(models: list[str], out: Path, backend_names: list[str] | None = No
     for b in chosen:
         write_json(out / "identity" / f"{b.name}.json", bundle["identity"][b.name])
     write_json(out / "inputs.json", bundle["inputs"])
-    write_json(out / "suite.json", bundle)
-    write_report(out, "provenance verification suite", sections)
     bundle["summary"] = summarize(bundle)
+    write_json(out / "suite.json", bundle)
+    write_report(out, "provenance verification suite", [_summary_section(bundle, descriptions)] + sections)
     return bundle
+
+
+def _summary_section(bundle: dict, descriptions: dict[str, str] | None) -> Section:
+    text = (f"{bundle['summary']}. Identity records of the backends are in identity/, content hashes of the inputs in "
+            "inputs.json, every number below in suite.json. A derived verdict is evidence of shared lineage, not proof; "
+            "weights cannot say which model came first, and distillation leaves no trace in them.")
+    rows = [[i["label"], (descriptions or {}).get(i["label"], i["path"]), i["content_hash"][:16]] for i in bundle["inputs"]]
+    return Section("Summary", text, ["model", "what it is", "content hash"], rows)
 
 
 def summarize(bundle: dict) -> str:
@@ -182,4 +190,14 @@ def run_demo(out: Path, backend_names: list[str] | None = None, progress: bool =
     from .zoo import DEMO_MODELS, build_many
     tracker = Progress(len(DEMO_MODELS), "build zoo", progress)
     paths = build_many(DEMO_MODELS, progress=tracker.step)
-    return run_suite([str(paths[n]) for n in DEMO_MODELS], out, backend_names, progress, labels=list(DEMO_MODELS))
+    descriptions = {name: _zoo_description(name) for name in DEMO_MODELS}
+    return run_suite([str(paths[n]) for n in DEMO_MODELS], out, backend_names, progress, labels=list(DEMO_MODELS),
+                     descriptions=descriptions)
+
+
+def _zoo_description(name: str) -> str:
+    from .zoo import TRANSFORMS, parse_name
+    seed, transform = parse_name(name)
+    if transform is None:
+        return f"a tiny decoder trained from seed {seed} on the Python standard library's top-level modules"
+    return f"derived from base-s{seed}: {TRANSFORMS[transform].description}"

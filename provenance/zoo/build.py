@@ -48,7 +48,7 @@ TRANSFORMS: dict[str, Transform] = {
                          lambda s, c, g, v: (T.permute(s, c, g), c, v)),
     "rescale": Transform("Q/K, V/O and up/down rescaled per layer (function-preserving)",
                          lambda s, c, g, v: (T.rescale(s, c, g), c, v)),
-    "obfuscate": Transform("permuted, then rescaled (function-preserving)",
+    "obfuscate": Transform("hidden dimensions, MLP neurons and heads permuted, then Q/K, V/O and up/down rescaled (function-preserving)",
                            lambda s, c, g, v: (T.rescale(T.permute(s, c, g), c, g), c, v)),
     "upcycle": Transform("dense FFN upcycled to a 4-expert MoE with a shared expert, then trained 150 steps",
                          lambda s, c, g, v: (*T.upcycle(s, c, g), v), steps=150),
