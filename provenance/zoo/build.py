@@ -21,7 +21,7 @@ from . import transforms as T
 from .corpus import Vocab, corpus_digest, corpus_text
 from .tiny import BASE_CONFIG, init_state, train
 
-ZOO_VERSION = 3
+ZOO_VERSION = 4
 BASE_STEPS, BASE_LR = 400, 3e-3
 TRAIN_THREADS = 1  # one thread: no reduction order left to the scheduler, so a build is bit-identical
 
