@@ -128,3 +128,14 @@ def test_drift_never_writes_into_a_model_directory(zoo):
     before = sorted(p.name for p in model.iterdir())
     rc = main(["--quiet", "drift", str(model), "--dtypes", "fp32", "-o", str(model / "drift.json")])
     assert rc == errors.UNSAFE and sorted(p.name for p in model.iterdir()) == before
+
+
+def test_committed_cpu_drift_report_is_reproducible_here(zoo):
+    """A fresh zoo build has the committed report's inputs, bit for bit, and reaches the same verdicts.
+    (Error ratios are not asserted: another CPU model may legitimately round differently.)"""
+    from pathlib import Path
+    committed = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "drift_cpu.json").read_text())
+    labels = [m["label"] for m in committed["inputs"]["models"]]
+    fresh = run_drift([str(zoo(n)) for n in labels], labels, ["cpu"], ["fp32"], progress=False)
+    result = compare_reports([committed, fresh], ["committed", "fresh"])  # raises on different inputs
+    assert result["verdicts"] and all(v["agree"] for v in result["verdicts"])
