@@ -121,8 +121,7 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
 
     for i in range(view.num_layers):
         info = {"index": i, "sigma": {}, "bias_sigma": {}, "notes": []}
-        g_attn = weight("norm.attn", i)
-        x_attn = x * g_attn if g_attn is not None and g_attn.shape[-1] == x.shape[-1] else x
+        x_attn = kernels.fold_norm(x, weight("norm.attn", i))
         for role in SIGMA_ROLES:
             w = weight(role, i)
             if w is None:
@@ -143,8 +142,7 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
             g = weight(role, i)
             if g is not None:
                 store(f"layer.{i}.{key}", g)
-        g_mlp = weight("norm.mlp", i)
-        x_mlp = x * g_mlp if g_mlp is not None and g_mlp.shape[-1] == x.shape[-1] else x
+        x_mlp = kernels.fold_norm(x, weight("norm.mlp", i))
         info.update(_neuron_profiles(view, i, x_mlp, weight, store, max_neurons))
         layers.append(info)
         tracker.step(f"layer {i}")

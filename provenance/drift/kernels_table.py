@@ -56,13 +56,11 @@ def kernel_inputs(view_a, view_b, layer: int = 0) -> dict:
         embed = view.get("embed")
         _, rows, _ = choose_anchors(view.source.vocab_tokens, embed.shape[0], N_ANCHORS)
         e = f64(embed[rows])
-        g = f64(view.get("norm.attn", layer))
-        g = g if g is not None and g.shape[-1] == e.shape[-1] else torch.ones(e.shape[-1], dtype=torch.float64)
+        g = kernels.fold_norm(torch.ones(e.shape[-1], dtype=torch.float64), f64(view.get("norm.attn", layer)))
         wq, up = f64(view.get("attn.q", layer)), f64(view.get("mlp.up", layer))
-        x = kernels.rms_rows(e) * g
-        out[f"gram_{suffix}"] = kernels.gram(x @ wq.T)
-        out[f"up_{suffix}"] = (kernels.rms_rows(e) * _norm(view, layer, e)) @ up.T
-        out[f"up_{suffix}"] = out[f"up_{suffix}"].T.contiguous()
+        # the same features the fingerprint stores: Q Gram and up-neuron profiles over the anchors
+        out[f"gram_{suffix}"] = kernels.gram((kernels.rms_rows(e) * g) @ wq.T)
+        out[f"up_{suffix}"] = (up @ kernels.fold_norm(kernels.rms_rows(e), f64(view.get("norm.mlp", layer))).T).contiguous()
         out[f"norm_{suffix}"] = g
         if suffix == "a":
             out.update({"embed": e, "g_attn": g, "wq": wq, "wk": f64(view.get("attn.k", layer)), "wv": f64(view.get("attn.v", layer)),
@@ -74,11 +72,6 @@ def kernel_inputs(view_a, view_b, layer: int = 0) -> dict:
     if out["gram_a"].shape != out["gram_b"].shape or out["norm_a"].shape != out["norm_b"].shape:
         raise ValueError("drift pair kernels need two models of the same shape")
     return out
-
-
-def _norm(view, layer, e):
-    g = view.get("norm.mlp", layer)
-    return torch.ones(e.shape[-1], dtype=torch.float64) if g is None or g.shape[-1] != e.shape[-1] else g.detach().to(torch.float64)
 
 
 def reorder(inputs: dict, gen: torch.Generator) -> tuple[dict, torch.Tensor]:

@@ -2,7 +2,7 @@
 from .assignment import match, neuron_similarity
 from .cka import gram, unbiased_cka, unbiased_hsic
 from .forward import block_forward
-from .stats import pearson, rms_rows, row_corr, standardize_rows, std, zscore
+from .stats import fold_norm, pearson, rms_rows, row_corr, standardize_rows, std, zscore
 
-__all__ = ["block_forward", "match", "neuron_similarity", "gram", "unbiased_cka", "unbiased_hsic", "pearson", "rms_rows",
+__all__ = ["block_forward", "fold_norm", "match", "neuron_similarity", "gram", "unbiased_cka", "unbiased_hsic", "pearson", "rms_rows",
            "row_corr", "standardize_rows", "std", "zscore"]

@@ -18,6 +18,11 @@ def rms_rows(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
 
 
+def fold_norm(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Apply a norm's elementwise weight to normalized inputs, when it acts on their width (else leave them)."""
+    return x * weight if weight is not None and weight.shape[-1] == x.shape[-1] else x
+
+
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Centred correlation of two flat vectors."""
     a, b = a.reshape(-1), b.reshape(-1)

@@ -136,7 +136,7 @@ def compare_fingerprints(fa, fb) -> dict:
                      f"(median {t.get('null_median', float('nan')):.3f}, robust scale {t.get('null_scale', float('nan')):.3f}); "
                      "Gaussian tail" + (", Bonferroni over the searched layer correspondence" if searched else "")
                      + "; layers combined as 2 x median p"),
-            "per_layer_p": t["per_layer_p"],
+            "per_layer_p": t["per_layer_p"], "observed": t["observed"], "null_values": t["null"],
             "note": (note or ("unbiased CKA of anchor-token Gram matrices of Q, K, V; invariant to hidden and head "
                               "permutations and Q/K, V/O rescaling" if name == "attention_cka" else
                               "MLP neurons (routed and shared experts pooled) matched one-to-one on their gate and up "

@@ -78,18 +78,7 @@ def comparison_sections(result, fa, fb) -> list[Section]:
             for s in result["signals"]]
     signals = Section("Signals", "Each signal with its statistic, its null, its p-value and whether the verdict used it.",
                       ["signal", "statistic", "p-value", "effect", "used", "null", "note"], rows)
-    tests = []
-    for s in result["signals"]:
-        if s["p_value"] is not None:
-            key = "attention_cka" if s["name"] == "attention_cka" else "mlp"
-            m = result["matrices"].get(key)
-            if m is None:
-                continue
-            arr = np.array([[np.nan if v is None else v for v in row] for row in m], dtype=float)
-            on = {tuple(x) for x in result["layer_map"]}
-            null = [arr[i, j] for i in range(arr.shape[0]) for j in range(arr.shape[1]) if (i, j) not in on and np.isfinite(arr[i, j])]
-            obs = [arr[i, j] for i, j in on if np.isfinite(arr[i, j])]
-            tests.append((s["name"], null, obs))
+    tests = [(s["name"], s["null_values"], s["observed"]) for s in result["signals"] if s["p_value"] is not None]
     figures = [_sigma_figure(fa, fb, la, lb), _heatmaps(result)]
     if tests:
         figures.append(_null_figure(result, tests))

@@ -6,6 +6,7 @@ derivative is made. Nothing is downloaded: the training text is the stdlib's own
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -154,7 +155,6 @@ def build(name: str, root: Path | None = None) -> Path:
 
 
 def hash_seed(text: str) -> int:
-    import hashlib
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
