@@ -27,9 +27,9 @@ def _sigma_figure(fa, fb, la: str, lb: str) -> Figure:
 
 
 def _heatmaps(result) -> Figure:
-    fig, _ = new_figure(8, 3.4)
+    fig, _ = new_figure(9.5, 3.6)
     fig.clf()
-    axes = fig.subplots(1, 2)
+    axes = fig.subplots(1, 2, gridspec_kw={"wspace": 0.45})
     for ax, key, title in zip(axes, ("attention_cka", "mlp"), ("attention CKA", "MLP neuron match")):
         m = result["matrices"].get(key)
         if m is None:
@@ -37,6 +37,9 @@ def _heatmaps(result) -> Figure:
             continue
         arr = np.array([[np.nan if v is None else v for v in row] for row in m], dtype=float)
         im = ax.imshow(arr, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        step = max(1, max(arr.shape) // 12)  # integer layer ticks, thinned for deep models
+        ax.set_xticks(range(0, arr.shape[1], step))
+        ax.set_yticks(range(0, arr.shape[0], step))
         for i, j in result["layer_map"]:
             ax.plot(j, i, "r+", ms=8)
         ax.set_title(title, fontsize=9)
