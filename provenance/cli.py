@@ -219,10 +219,11 @@ def _drift_compare(paths: list[Path], output, report, as_json):
 @app.command()
 def suite(models: List[Path] = typer.Argument(..., help="Checkpoints (files or directories)."),
           out: Path = typer.Option(..., "--out", "-o", help="Directory for the evidence bundle."),
-          backend: Optional[List[str]] = typer.Option(None, "--backends", "-b", help="Backends to use (default: every available one).")):
+          backend: Optional[List[str]] = typer.Option(None, "--backends", "-b", help="Backends to use (default: every available one)."),
+          vocab: Optional[Path] = typer.Option(None, "--vocab", help=VOCAB_HELP)):
     """Run every verification capability on the models across backends; write an evidence bundle."""
     from .suite import run_suite
-    result = run_suite([str(m) for m in models], out, backend_names=backend, progress=not STATE["quiet"])
+    result = run_suite([str(m) for m in models], out, backend_names=backend, progress=not STATE["quiet"], vocab_file=vocab)
     typer.echo(f"evidence bundle written to {out} ({result['summary']})")
 
 

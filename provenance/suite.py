@@ -27,6 +27,7 @@ class SuiteContext:
     progress: bool
     results: dict = field(default_factory=dict)
     fingerprints: dict = field(default_factory=dict)
+    vocab_file: Path | None = None  # tokenizer for models that ship none
 
 
 def _stage_inspect(ctx: SuiteContext):
@@ -59,7 +60,7 @@ def _stage_fingerprint(ctx: SuiteContext):
     for b in ctx.backends:
         for label, path in zip(ctx.labels, ctx.models):
             with b.timer() as t:
-                fp = fingerprint_model(path, b, label=label, progress=False)
+                fp = fingerprint_model(path, b, label=label, progress=False, vocab_file=ctx.vocab_file)
             name = f"fingerprints/{label}.{b.name}.safetensors"
             fp.save(ctx.out / name)
             ctx.fingerprints[(label, b.name)] = fp
@@ -99,8 +100,12 @@ def _stage_drift(ctx: SuiteContext):
     """Kernel drift against float64 on the chosen backends, and the stability of every verdict above."""
     from .atomic import write_json
     from .drift import run_drift
+    from .errors import Unsupported
     from .report.drift import drift_sections
-    report = run_drift(ctx.models, ctx.labels, [b.name for b in ctx.backends], ["fp32", "bf16", "fp16"], progress=ctx.progress)
+    try:
+        report = run_drift(ctx.models, ctx.labels, [b.name for b in ctx.backends], ["fp32", "bf16", "fp16"], progress=ctx.progress)
+    except Unsupported as exc:  # the other stages stand on their own; say why this one could not run
+        return {"skipped": str(exc)}, [Section("Drift", f"Not measured: {exc}.")]
     write_json(ctx.out / "drift.json", report)
     summary = {"file": "drift.json", "rows": len(report["rows"]),
                "all_verdicts_stable": all(v["stable"] for v in report["verdicts"]),
@@ -139,12 +144,13 @@ def refuse_model_dirs(out: Path, models: list[str]) -> None:
 
 
 def run_suite(models: list[str], out: Path, backend_names: list[str] | None = None, progress: bool = True,
-              labels: list[str] | None = None, descriptions: dict[str, str] | None = None) -> dict:
+              labels: list[str] | None = None, descriptions: dict[str, str] | None = None,
+              vocab_file: Path | None = None) -> dict:
     from backends import available_backends, get_backend
     out = Path(out)
     refuse_model_dirs(out, models)
     chosen = [get_backend(n) for n in backend_names] if backend_names else available_backends()
-    ctx = SuiteContext(models, labels or _labels(models), chosen, out, progress)
+    ctx = SuiteContext(models, labels or _labels(models), chosen, out, progress, vocab_file=vocab_file)
     tracker = Progress(len(STAGES), "suite", progress)
     sections = []
     for name, stage in STAGES.items():
@@ -179,7 +185,9 @@ def _summary_section(bundle: dict, descriptions: dict[str, str] | None) -> Secti
 def summarize(bundle: dict) -> str:
     parts = [f"{len(bundle['inputs'])} models", f"backends: {', '.join(bundle['identity'])}"]
     if "drift" in bundle:
-        parts.append("drift: every verdict stable" if bundle["drift"]["all_verdicts_stable"] else "drift: a verdict FLIPS")
+        drift = bundle["drift"]
+        parts.append("drift: not measured" if "skipped" in drift else
+                     "drift: every verdict stable" if drift["all_verdicts_stable"] else "drift: a verdict FLIPS")
     if "compare" in bundle:
         verdicts = [c["verdict"] for c in bundle["compare"]]
         parts.append(f"{len(verdicts)} comparisons: " + ", ".join(f"{v} {verdicts.count(v)}" for v in sorted(set(verdicts))))

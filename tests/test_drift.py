@@ -139,3 +139,12 @@ def test_committed_cpu_drift_report_is_reproducible_here(zoo):
     fresh = run_drift([str(zoo(n)) for n in labels], labels, ["cpu"], ["fp32"], progress=False)
     result = compare_reports([committed, fresh], ["committed", "fresh"])  # raises on different inputs
     assert result["verdicts"] and all(v["agree"] for v in result["verdicts"])
+
+
+def test_models_that_cannot_feed_the_kernels_are_unsupported_not_a_crash(tmp_path, capsys):
+    from safetensors.torch import save_file
+    state = {"model.embed_tokens.weight": torch.randn(300, 16), "model.layers.0.self_attn.q_proj.weight": torch.randn(16, 16),
+             "model.layers.0.mlp.gate_proj.weight": torch.randn(32, 16)}  # a llama-family model with no up/down
+    save_file(state, tmp_path / "model.safetensors")
+    assert main(["--quiet", "drift", str(tmp_path), "--dtypes", "fp32"]) == errors.UNSUPPORTED
+    assert "drift kernels need" in capsys.readouterr().err

@@ -60,3 +60,17 @@ def test_minilm_vs_paraphrase_l3_cousin_runs(cpu):
     b = fingerprint_model(real_weights_path("paraphrase_l3_onnx"), cpu, label="paraphrase-L3", vocab_file=minilm / "tokenizer.json")
     r = compare_fingerprints(a, b)
     assert r["verdict"] in ("derived", "independent", "inconclusive") and len(r["layer_map"]) <= 3
+
+
+def test_suite_on_real_weights_of_one_family(tmp_path):
+    """BERT models (no gate projection) through every stage, an ONNX export without a tokenizer included."""
+    import json
+
+    from provenance.cli import main
+    minilm = real_weights_path("minilm").parent
+    rc = main(["--quiet", "suite", str(minilm), str(real_weights_path("minilm_int8_onnx")), "--out", str(tmp_path / "b"),
+               "--vocab", str(minilm / "tokenizer.json")])
+    assert rc == 0
+    bundle = json.loads((tmp_path / "b" / "suite.json").read_text())
+    assert [c["verdict"] for c in bundle["compare"]] == ["derived"]
+    assert bundle["drift"]["all_verdicts_stable"]

@@ -14,6 +14,7 @@ import torch
 
 from .. import kernels
 from ..anchors import choose_anchors
+from ..errors import Unsupported
 from ..fingerprint import N_ANCHORS
 
 # input tensor -> axes holding the hidden dimension / the anchor dimension
@@ -70,7 +71,7 @@ def kernel_inputs(view_a, view_b, layer: int = 0) -> dict:
             out["heads"] = facts["num_attention_heads"] or 1
             out["kv_heads"] = facts["num_key_value_heads"] or out["heads"]
     if out["gram_a"].shape != out["gram_b"].shape or out["norm_a"].shape != out["norm_b"].shape:
-        raise ValueError("drift pair kernels need two models of the same shape")
+        raise Unsupported("drift pair kernels need two models of the same shape")
     return out
 
 
@@ -82,7 +83,8 @@ def reorder(inputs: dict, gen: torch.Generator) -> tuple[dict, torch.Tensor]:
     out = dict(inputs)
     for name, axes in HIDDEN_AXES.items():
         for ax in axes:
-            out[name] = out[name].index_select(ax % out[name].dim(), ph)
+            if out.get(name) is not None:  # a model without a gate projection has no w_gate
+                out[name] = out[name].index_select(ax % out[name].dim(), ph)
     for name, axes in ANCHOR_AXES.items():
         for ax in axes:
             out[name] = out[name].index_select(ax % out[name].dim(), pa)

@@ -11,6 +11,7 @@ import torch
 
 from backends import CpuBackend, get_backend
 
+from ..errors import Unsupported
 from ..fingerprint import fingerprint_view
 from ..lineage import DECISION, compare_fingerprints
 from ..model import open_model
@@ -175,22 +176,27 @@ def _verdict_row(pair, golden, configs_results) -> dict:
             "verdicts_by_config": verdicts}
 
 
-KERNEL_ROLES = ("embed", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
+KERNEL_ROLES = ("embed", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down")
 
 
 def kernel_pair(views: dict) -> tuple[str, str]:
-    """The first two models (in order) whose layer 0 has every role the kernels use, in the same shapes."""
+    """The first two models (in order) whose layer 0 has every role the kernels use, in the same shapes
+    (the gate projection is optional, but both or neither must have it)."""
     def shapes(v):
         return [v.shape(r, None if r == "embed" else 0) for r in KERNEL_ROLES]
+
+    def signature(v):
+        s = shapes(v)
+        return s[0][1], s[1:], v.shape("mlp.gate", 0)
 
     ready = [l for l, v in views.items() if all(s is not None for s in shapes(v))]
     for i, a in enumerate(ready):
         for b in ready[i + 1:]:
-            if shapes(views[a])[1:] == shapes(views[b])[1:] and shapes(views[a])[0][1] == shapes(views[b])[0][1]:
+            if signature(views[a]) == signature(views[b]):
                 return a, b
     if ready:
         return ready[0], ready[0]
-    raise ValueError("drift kernels need a dense model with separate q/k/v/o and gate/up/down projections")
+    raise Unsupported("drift kernels need a dense model with separate q/k/v/o and up/down projections in layer 0")
 
 
 def run_drift(models: list[str], labels: list[str], backend_names: list[str] | None, dtype_names: list[str],
@@ -199,7 +205,7 @@ def run_drift(models: list[str], labels: list[str], backend_names: list[str] | N
     backends = [get_backend(n) for n in backend_names] if backend_names else available_backends()
     unknown = [d for d in dtype_names if d not in DTYPES]
     if unknown:
-        raise ValueError(f"unknown dtype {unknown[0]!r}; choose from {', '.join(DTYPES)}")
+        raise Unsupported(f"unknown dtype {unknown[0]!r}; choose from {', '.join(DTYPES)}")
     views = {l: open_model(m) for l, m in zip(labels, models)}
     first, second = kernel_pair(views)
     inputs = kernel_inputs(views[first], views[second])

@@ -1,4 +1,5 @@
-"""A small forward pass: one pre-norm attention + SwiGLU block on anchor-token inputs.
+"""A small forward pass: one pre-norm attention + MLP block on anchor-token inputs
+(SwiGLU when the model has a gate projection, GELU as in BERT and GPT-2 when it has none).
 
 Family-agnostic (it takes the role tensors, not a model), so drift can measure a real
 attention/softmax/MLP chain on any checkpoint's first layer.
@@ -25,4 +26,5 @@ def block_forward(x, wq, wk, wv, wo, w_gate, w_up, w_down, heads: int, kv_heads:
     attn = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1) @ v
     x = x + attn.transpose(0, 1).reshape(t, heads * hd) @ wo.T
     m = rms_rows(x)
-    return x + (F.silu(m @ w_gate.T) * (m @ w_up.T)) @ w_down.T
+    hidden = F.gelu(m @ w_up.T) if w_gate is None else F.silu(m @ w_gate.T) * (m @ w_up.T)
+    return x + hidden @ w_down.T
