@@ -30,7 +30,7 @@ N_ANCHORS = 256
 MAX_NEURONS = 256
 SIGMA_ROLES = ("attn.q", "attn.k", "attn.v", "attn.o")
 BIAS_ROLES = ("attn.q.bias", "attn.k.bias", "attn.v.bias")
-GRAM_ROLES = {"q": "attn.q", "k": "attn.k", "v": "attn.v"}
+GRAM_ROLES = ("q", "k", "v")  # projections whose anchor-token Gram matrices are stored
 STORE_DTYPE = torch.float32
 
 
@@ -121,7 +121,8 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
 
     for i in range(view.num_layers):
         info = {"index": i, "sigma": {}, "bias_sigma": {}, "notes": []}
-        x_attn = kernels.fold_norm(x, weight("norm.attn", i))
+        norms = {"norm_attn": weight("norm.attn", i), "norm_mlp": weight("norm.mlp", i)}
+        x_attn = kernels.fold_norm(x, norms["norm_attn"])
         for role in SIGMA_ROLES:
             w = weight(role, i)
             if w is None:
@@ -138,11 +139,10 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
             if b is not None:
                 info["bias_sigma"][role] = float(kernels.std(b))
                 store(f"layer.{i}.bias_{role.split('.')[1]}", b)
-        for role, key in (("norm.attn", "norm_attn"), ("norm.mlp", "norm_mlp")):
-            g = weight(role, i)
+        for key, g in norms.items():
             if g is not None:
                 store(f"layer.{i}.{key}", g)
-        x_mlp = kernels.fold_norm(x, weight("norm.mlp", i))
+        x_mlp = kernels.fold_norm(x, norms["norm_mlp"])
         info.update(_neuron_profiles(view, i, x_mlp, weight, store, max_neurons))
         layers.append(info)
         tracker.step(f"layer {i}")

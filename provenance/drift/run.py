@@ -36,6 +36,11 @@ class Config:
     emulated: bool = False
 
     @property
+    def real_mode(self) -> str:
+        """The mode set on the device: emulated modes run the CPU in IEEE and round the inputs instead."""
+        return "ieee" if self.emulated else self.mode
+
+    @property
     def label(self) -> str:
         det = "+det" if self.deterministic else ""
         return f"{self.backend.name}/{self.dtype_name}/{self.mode}{det}"
@@ -59,8 +64,7 @@ def _place(inputs: dict, backend, dtype) -> dict:
 
 
 def _run(kernel, placed, cfg: Config):
-    real_mode = "ieee" if cfg.emulated else cfg.mode
-    with cfg.backend.precision(real_mode, deterministic=cfg.deterministic):
+    with cfg.backend.precision(cfg.real_mode, deterministic=cfg.deterministic):
         out = kernel.fn(placed)
         cfg.backend.synchronize()
     return out
@@ -128,7 +132,7 @@ def _verdict_effects(views: dict, pairs, cfgs, progress) -> list[dict]:
     usable = [c for c in cfgs if not (c.emulated and getattr(c.backend, "emulation").reorder)]
     tracker = Progress(len(usable), "drift verdicts", progress)
     for cfg in usable:
-        with cfg.backend.precision("ieee" if cfg.emulated else cfg.mode, deterministic=cfg.deterministic):
+        with cfg.backend.precision(cfg.real_mode, deterministic=cfg.deterministic):
             for l, v in views.items():
                 fps[(cfg.label, l)] = fingerprint_view(v, cfg.backend, dtype=DTYPES[cfg.dtype_name], label=l)
         for p in pairs:

@@ -4,14 +4,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def robust_location_scale(values: np.ndarray, floor: float) -> tuple[float, float]:
+    """Median and MAD scaled to a Gaussian's standard deviation, never below `floor`."""
+    med = float(np.median(values))
+    return med, max(float(np.median(np.abs(values - med))) * 1.4826, floor)
+
+
 def standardize(matrix: np.ndarray) -> np.ndarray:
     """Robust z-scores against the matrix's own median and MAD (most pairs are not matches)."""
     values = matrix[np.isfinite(matrix)]
     if values.size == 0:
         return np.zeros_like(matrix)
-    med = np.median(values)
-    mad = np.median(np.abs(values - med)) * 1.4826
-    return np.nan_to_num((matrix - med) / max(mad, 1e-6), nan=0.0)
+    med, scale = robust_location_scale(values, 1e-6)
+    return np.nan_to_num((matrix - med) / scale, nan=0.0)
 
 
 def monotone_alignment(score: np.ndarray) -> list[tuple[int, int]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
+from .. import kernels
 from ..schemas import SCHEMA_VERSIONS
 from . import alignment, similarity
 
@@ -50,8 +51,7 @@ def _null_test(matrix: np.ndarray, path, searched: bool) -> dict:
     if null.size < DECISION["min_null_pairs"]:
         out["note"] = f"only {null.size} non-corresponding layer pairs: too few for a null"
         return out
-    med = float(np.median(null))
-    scale = max(float(np.median(np.abs(null - med)) * 1.4826), DECISION["null_scale_floor"])
+    med, scale = alignment.robust_location_scale(null, DECISION["null_scale_floor"])
     z = (observed - med) / scale
     per_layer = norm.sf(z) * (matrix.shape[1] if searched else 1)
     per_layer = np.minimum(per_layer, 1.0)
@@ -82,8 +82,7 @@ def _norm_vectors(fa, fb, path) -> float | None:
         for key in ("norm_attn", "norm_mlp", "bias_q", "bias_k", "bias_v"):
             a, b = fa.tensor(f"layer.{i}.{key}"), fb.tensor(f"layer.{j}.{key}")
             if a is not None and b is not None and a.shape == b.shape and a.std() > 0 and b.std() > 0:
-                a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
-                vals.append(float(a @ b / (a.norm() * b.norm())))
+                vals.append(float(kernels.pearson(a.double(), b.double())))
     return float(np.mean(vals)) if vals else None
 
 
