@@ -24,6 +24,7 @@ from .lineage import compare_fingerprints
 from .model import inspect_model
 from .report.drift import write_drift_comparison, write_drift_report
 from .report.lineage import write_comparison_report
+from .report.schemas import errors as schema_errors
 from .schemas import stamp
 from .suite import refuse_model_dirs, run_demo, run_suite
 from .zoo import DEMO_MODELS, build_many
@@ -268,8 +269,10 @@ def read_drift_report(path: str | Path) -> dict:
     if not path.is_file():
         raise errors.InputNotFound("no such drift report", path)
     doc = read_json_file(path)
-    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or not isinstance(doc.get("inputs"), dict):
-        raise errors.MalformedInput("not a drift report (no rows or inputs)", path)
+    # reports written before documents named their tool are still read
+    problems = [p for p in schema_errors(doc, "drift") if p != "(root): 'tool' is a required property"]
+    if problems:
+        raise errors.MalformedInput(f"not a drift report: {problems[0]}", path)
     return doc
 
 
