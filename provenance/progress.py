@@ -60,11 +60,11 @@ class _ClockColumn(ProgressColumn):
         return Text(f"{_elapsed():7.1f}s", style="progress.elapsed")
 
 
-def _bars() -> RichProgress:
+def _bars(stream) -> RichProgress:
     if _LIVE["bars"] is None:
         _LIVE["bars"] = RichProgress(_ClockColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                                      _CountColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                     console=Console(stderr=True), transient=True)
+                                     console=Console(file=stream or sys.stderr), transient=True)
         _LIVE["bars"].start()
     _LIVE["phases"] += 1
     return _LIVE["bars"]
@@ -99,7 +99,7 @@ class Progress:
         self._task = None
         self._live = enabled and interactive(stream)
         if self._live:
-            self._bars = _bars()
+            self._bars = _bars(stream)
             self._task = self._bars.add_task(label, total=total_bytes or total or None, done=0, items=total,
                                              bytes=0, bytes_total=total_bytes)
         elif enabled:
@@ -146,7 +146,9 @@ class Progress:
     def __enter__(self) -> "Progress":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None and not self._finished:
+            self.label += f" stopped by {exc_type.__name__}"
         self.finish()
 
     def __del__(self) -> None:
