@@ -14,6 +14,7 @@ import sys
 import time
 
 from rich.console import Console
+from rich.table import Column
 from rich.progress import BarColumn, ProgressColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 from rich.text import Text
@@ -62,7 +63,7 @@ class _ClockColumn(ProgressColumn):
 
 def _bars(stream) -> RichProgress:
     if _LIVE["bars"] is None:
-        _LIVE["bars"] = RichProgress(_ClockColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+        _LIVE["bars"] = RichProgress(_ClockColumn(), TextColumn("{task.description}", table_column=Column(width=36, no_wrap=True, overflow="ellipsis")), BarColumn(), TaskProgressColumn(),
                                      _CountColumn(), TextColumn("eta"), TimeRemainingColumn(),
                                      console=Console(file=stream or sys.stderr), transient=True)
         _LIVE["bars"].start()
