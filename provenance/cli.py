@@ -305,6 +305,9 @@ def demo(out: Path = typer.Option(Path("provenance-demo"), "--out", "-o", help="
 
 def _usage_error(exc: Exception) -> int:
     """typer's usage errors (they carry format_message and exit_code), on one line with where to look."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command asks for its help
+        exc.show()
+        return exc.exit_code
     ctx = getattr(exc, "ctx", None)
     where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
     _say(f"usage error: {' '.join(exc.format_message().split())}{where}")

@@ -205,6 +205,11 @@ def test_usage_errors_are_one_line_with_exit_2(base_dir):
     assert result.stderr.count("\n") == 1 and "--fail-on" in result.stderr and "provenance compare --help" in result.stderr
 
 
+def test_bare_command_shows_its_help():
+    result = run_cli()
+    assert result.returncode == errors.USAGE and "Commands:" in result.stderr and "drift" in result.stderr
+
+
 def test_drift_compare_is_a_sub_command_beside_drift_run(capsys):
     command = typer.main.get_command(app)
     drift_group = command.commands["drift"]
