@@ -16,8 +16,9 @@ from typing import Sequence
 
 from . import errors
 from .atomic import write_json
-from .backends import Backend, describe_backends, get_backend
+from .backends import BACKENDS, Backend, describe_backends, get_backend
 from .drift import compare_reports, run_drift
+from .drift.run import DTYPES
 from .fingerprint import Fingerprint, fingerprint_model, is_fingerprint_file, load_fingerprint
 from .io.base import read_json_file
 from .lineage import compare_fingerprints
@@ -30,6 +31,8 @@ from .suite import refuse_model_dirs, run_demo, run_suite
 from .zoo import DEMO_MODELS, build_many
 
 DEFAULT_DTYPES = ("fp32", "bf16", "fp16")
+BACKEND_NAMES = tuple(BACKENDS)  # what --backends accepts (with an optional ":N" device index)
+DTYPE_NAMES = tuple(DTYPES)  # what --dtypes accepts
 
 
 @dataclass

@@ -5,8 +5,8 @@ were written, and every refusal or failed check, each on one line.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
-import re
 import sys
 import traceback
 from enum import Enum
@@ -16,9 +16,23 @@ from typing import List, Optional
 import typer
 from typer.core import TyperGroup
 
-from . import __distribution__, __version__, api, errors
-from .backends import BACKENDS
-from .drift.run import DTYPES
+from . import __distribution__, __version__, errors
+
+
+def _lazy_module(name: str):
+    """The module, executed on first attribute access (importlib's LazyLoader): `--help`, `--version`
+    and every shell-completion keystroke answer without loading torch and the engines."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+api = _lazy_module("provenance.api")
 
 PROG = "provenance"
 STATE = {"debug": False, "quiet": False}
@@ -33,14 +47,21 @@ class Verdict(str, Enum):
     inconclusive = "inconclusive"
 
 
+def _is_backend(word: str) -> bool:
+    kind, colon, index = word.partition(":")
+    return kind in api.BACKEND_NAMES and (not colon or index.isdigit())
+
+
+def _is_dtype(word: str) -> bool:
+    return word in api.DTYPE_NAMES
+
+
 # Options that accept several values after one flag (`--dtypes fp32 bf16`) or a comma list
-# (`--dtypes fp32,bf16`), besides the repeated flag: command -> flags -> what a value looks like.
-_BACKEND_VALUE = re.compile(rf"^({'|'.join(map(re.escape, BACKENDS))})(:\d+)?$")
-_DTYPE_VALUE = re.compile(rf"^({'|'.join(map(re.escape, DTYPES))})$")
+# (`--dtypes fp32,bf16`), besides the repeated flag: command -> flag -> what a value looks like.
 MULTI_VALUE_OPTIONS = {
-    "drift": {"--dtypes": _DTYPE_VALUE, "-d": _DTYPE_VALUE, "--backends": _BACKEND_VALUE, "-b": _BACKEND_VALUE},
-    "suite": {"--backends": _BACKEND_VALUE, "-b": _BACKEND_VALUE},
-    "demo": {"--backends": _BACKEND_VALUE, "-b": _BACKEND_VALUE},
+    "drift": {"--dtypes": _is_dtype, "-d": _is_dtype, "--backends": _is_backend, "-b": _is_backend},
+    "suite": {"--backends": _is_backend, "-b": _is_backend},
+    "demo": {"--backends": _is_backend, "-b": _is_backend},
 }
 
 
@@ -60,7 +81,7 @@ def expand_multi_values(argv: list[str]) -> list[str]:
         if name in table and (eq or i + 1 < len(argv)):
             values = inline.split(",") if eq else argv[i + 1].split(",")
             i += 1 if eq else 2
-            while i < len(argv) and all(table[name].match(v) for v in argv[i].split(",")):
+            while i < len(argv) and all(table[name](v) for v in argv[i].split(",")):
                 values += argv[i].split(",")
                 i += 1
             for v in values:

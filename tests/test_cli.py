@@ -135,6 +135,13 @@ def test_installed_distribution_matches_the_package():
         pytest.fail("the project is not installed under its distribution name provenance-verifier")
 
 
+def test_help_version_and_completion_do_not_load_torch():
+    code = ("import sys; from provenance.cli import main; rc = main(['--version']); "
+            "assert rc == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:3]")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_completion_script_for_bash():
     result = run_cli("--show-completion", "bash")
     assert result.returncode == 0, result.stderr
