@@ -71,8 +71,8 @@ def expand_multi_values(argv: list[str]) -> list[str]:
     A following word is taken as a further value only while it looks like one (a known dtype or
     backend name), so model paths after the option stay arguments.
     """
-    command = next((a for a in argv if a in MULTI_VALUE_OPTIONS), None)
-    if command is None:
+    command = next((a for a in argv if not a.startswith("-")), None)  # global options take no values
+    if command not in MULTI_VALUE_OPTIONS:
         return argv
     table, out, i = MULTI_VALUE_OPTIONS[command], [], 0
     while i < len(argv):
@@ -102,9 +102,8 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_mar
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Hardware-aware training-provenance verifier: was model B derived from model A (lineage), "
                        "how far do kernels drift across CPU, CUDA and Ascend NPU (drift), and one evidence "
-                       "bundle with both (suite). Exit codes: 0 ok, 1 a requested check failed, 2 usage, "
-                       "3 not found, 4 malformed input, 5 unsafe input, 6 unsupported, 7 backend unavailable, "
-                       "8 incompatible inputs.")
+                       "bundle with both (suite). Exit codes: "
+                       + ", ".join(f"{code} {name.replace('_', ' ')}" for name, code in errors.EXIT_CODES.items()) + ".")
 
 
 @app.callback()
@@ -129,7 +128,7 @@ def _check_failed(why: str) -> int:
     return errors.CHECK_FAILED
 
 
-def _print_written(result: api.Result, output: Optional[Path], report: Optional[Path]) -> None:
+def _print_written(output: Optional[Path], report: Optional[Path]) -> None:
     if output is not None:
         _say(f"wrote {output}")
     if report is not None:
@@ -217,7 +216,7 @@ def compare(a: Path = typer.Argument(..., help="Model A: checkpoint or fingerpri
             typer.echo(f"  {s['name']:16} {stat}{sp}{'' if s['used'] else '  (not used)'}")
         typer.echo(f"layer map: {' '.join(f'{i}->{j}' for i, j in r['layer_map'])}")
     _emit(result.to_json(), as_json, human)
-    _print_written(result, None, report)
+    _print_written(None, report)
     if fail_on is not None and result.verdict == fail_on.value:
         return _check_failed(f"verdict is {result.verdict} (--fail-on {fail_on.value})")
     return errors.OK
@@ -269,7 +268,7 @@ def drift_run(models: Optional[List[Path]] = typer.Argument(None, metavar="MODEL
                 "unbounded (no measurable drift)" if v.get("drift_at_floor") else f"{v['margin_to_drift']:.3g}")
             typer.echo(f"{' vs '.join(v['pair'])}: {v['verdict']}, {'stable' if v['stable'] else 'FLIPS'}, margin/drift {m}")
     _emit(result.to_json(), as_json, human)
-    _print_written(result, output, report)
+    _print_written(output, report)
     flips = [" vs ".join(v["pair"]) for v in result.document["verdicts"] if not v["stable"]]
     if flips:
         return _check_failed(f"the verdict of {flips[0]} flips under drift"
@@ -295,7 +294,7 @@ def drift_compare(reports: List[Path] = typer.Argument(..., metavar="REPORT", he
             typer.echo(f"{' vs '.join(v['pair'])}: {v['reference_verdict']} / {v['verdict']}  {'agree' if v['agree'] else 'DISAGREE'}")
         typer.echo(f"drift comparison: {r['status']} {r['counts']}")
     _emit(result.to_json(), as_json, human)
-    _print_written(result, output, report)
+    _print_written(output, report)
     if result.status == "fail":
         return _check_failed(f"drift comparison failed ({result.document['counts'].get('fail', 0)} kernel rows fail)")
     return errors.OK

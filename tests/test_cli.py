@@ -181,6 +181,7 @@ def test_packaging_lists_every_package():
     (["drift", "m1", "-b", "cpu", "cuda:1", "m2"], ["drift", "m1", "-b", "cpu", "-b", "cuda:1", "m2"]),
     (["suite", "a", "b", "--backends", "cpu", "npu", "-o", "x"], ["suite", "a", "b", "--backends", "cpu", "--backends", "npu", "-o", "x"]),
     (["compare", "-b", "cpu", "cuda"], ["compare", "-b", "cpu", "cuda"]),  # single-valued there: untouched
+    (["-q", "inspect", "drift"], ["-q", "inspect", "drift"]),  # a model named like a command is not one
 ])
 def test_several_values_after_one_option(argv, expected):
     assert expand_multi_values(argv) == expected
