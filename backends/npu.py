@@ -18,7 +18,7 @@ from .base import AcceleratorBackend, Availability
 def import_torch_npu():
     """(module, None) or (None, reason). Never raises."""
     if importlib.util.find_spec("torch_npu") is None:
-        return None, "torch_npu is not installed (pip install 'provenance[npu]' on an Ascend host)"
+        return None, "torch_npu is not installed (pip install 'provenance-verifier[npu]' on an Ascend host)"
     try:
         return importlib.import_module("torch_npu"), None
     except Exception as exc:

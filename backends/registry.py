@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from provenance.errors import BackendUnavailable
+from ..errors import BackendUnavailable
 
 from .base import Backend
 from .cpu import CpuBackend

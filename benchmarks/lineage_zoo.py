@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from backends import get_backend
+from provenance.backends import get_backend
 from provenance.atomic import write_json
 from provenance.fingerprint import fingerprint_model
 from provenance.lineage import DECISION, compare_fingerprints

@@ -19,7 +19,7 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time
 import torch
-from backends import get_backend
+from provenance.backends import get_backend
 from provenance.fingerprint import fingerprint_view
 from provenance.model import open_model
 mode, path = sys.argv[1], sys.argv[2]
@@ -91,7 +91,7 @@ def main() -> int:
     print(f"streaming memory above import / checkpoint size: {s_extra / (total / 2**20):.3f}")
     print(f"time, streaming / full load: {s['seconds'] / f['seconds']:.2f}")
     if args.out:
-        from backends import get_backend
+        from provenance.backends import get_backend
         from provenance.atomic import write_json
         write_json(args.out, {"benchmark": "streaming_memory", "identity": get_backend("cpu").identity(),
                               "checkpoint_mb": total / 2**20, "largest_tensor_mb": largest / 2**20, "results": results})

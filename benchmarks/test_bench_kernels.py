@@ -6,7 +6,7 @@ Each kernel's float64 CPU run (the drift golden) is benchmarked in the same sess
 import pytest
 import torch
 
-from backends import available_backends
+from provenance.backends import available_backends
 from provenance.drift.kernels_table import KERNELS, kernel_inputs
 from provenance.model import open_model
 from provenance.zoo import build

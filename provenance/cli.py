@@ -1,120 +1,210 @@
-"""The `provenance` command. Each command parses options, calls the library, prints a table or JSON."""
+"""The `provenance` command. Each command parses options, calls provenance.api, prints a table or JSON.
+
+stdout carries a command's result (a table, or JSON with --json); stderr carries progress, where files
+were written, and every refusal or failed check, each on one line.
+"""
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import traceback
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 
-from . import errors
+from . import __distribution__, __version__, errors
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Hardware-aware training-provenance verifier: lineage, drift and platform claims from weights.")
+
+def _lazy_module(name: str):
+    """The module, executed on first attribute access (importlib's LazyLoader): `--help`, `--version`
+    and every shell-completion keystroke answer without loading torch and the engines."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+api = _lazy_module("provenance.api")
+
+PROG = "provenance"
 STATE = {"debug": False, "quiet": False}
+VOCAB_HELP = "Tokenizer file (tokenizer.json, vocab.json, vocab.txt) for checkpoints that ship none, e.g. ONNX exports."
+JSON_HELP = "Print the JSON document (see docs/SCHEMAS.md) instead of a table."
+REPORT_HELP = "Directory for a Markdown/HTML report with plots."
+
+
+class Verdict(str, Enum):
+    derived = "derived"
+    independent = "independent"
+    inconclusive = "inconclusive"
+
+
+def _is_backend(word: str) -> bool:
+    kind, colon, index = word.partition(":")
+    return kind in api.BACKEND_NAMES and (not colon or index.isdigit())
+
+
+def _is_dtype(word: str) -> bool:
+    return word in api.DTYPE_NAMES
+
+
+# Options that accept several values after one flag (`--dtypes fp32 bf16`) or a comma list
+# (`--dtypes fp32,bf16`), besides the repeated flag: command -> flag -> what a value looks like.
+MULTI_VALUE_OPTIONS = {
+    "drift": {"--dtypes": _is_dtype, "-d": _is_dtype, "--backends": _is_backend, "-b": _is_backend},
+    "suite": {"--backends": _is_backend, "-b": _is_backend},
+    "demo": {"--backends": _is_backend, "-b": _is_backend},
+}
+
+
+def expand_multi_values(argv: list[str]) -> list[str]:
+    """`--dtypes fp32 bf16` and `--dtypes fp32,bf16` become `--dtypes fp32 --dtypes bf16`.
+
+    A following word is taken as a further value only while it looks like one (a known dtype or
+    backend name), so model paths after the option stay arguments.
+    """
+    command = next((a for a in argv if not a.startswith("-")), None)  # global options take no values
+    if command not in MULTI_VALUE_OPTIONS:
+        return argv
+    table, out, i = MULTI_VALUE_OPTIONS[command], [], 0
+    while i < len(argv):
+        flag = argv[i]
+        name, eq, inline = flag.partition("=")
+        if name in table and (eq or i + 1 < len(argv)):
+            values = inline.split(",") if eq else argv[i + 1].split(",")
+            i += 1 if eq else 2
+            while i < len(argv) and all(table[name](v) for v in argv[i].split(",")):
+                values += argv[i].split(",")
+                i += 1
+            for v in values:
+                out += [name, v]
+            continue
+        out.append(flag)
+        i += 1
+    return out
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"{__distribution__} {__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Hardware-aware training-provenance verifier: was model B derived from model A (lineage), "
+                       "how far do kernels drift across CPU, CUDA and Ascend NPU (drift), and one evidence "
+                       "bundle with both (suite). Exit codes: "
+                       + ", ".join(f"{code} {name.replace('_', ' ')}" for name, code in errors.EXIT_CODES.items()) + ".")
 
 
 @app.callback()
 def _global(debug: bool = typer.Option(False, "--debug", help="Show a traceback on errors."),
-            quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on stderr.")):
+            quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+            version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                         help="Print the distribution name and version, then exit.")):
     STATE["debug"], STATE["quiet"] = debug, quiet
 
 
-def _emit(obj, as_json: bool, human) -> None:
+def _progress() -> bool:
+    return not STATE["quiet"]
+
+
+def _say(text: str) -> None:
+    """A line for the person at the terminal, on stderr (stdout may be JSON)."""
+    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+
+def _check_failed(why: str) -> int:
+    _say(f"{why}: exit {errors.CHECK_FAILED}")
+    return errors.CHECK_FAILED
+
+
+def _print_written(output: Optional[Path], report: Optional[Path]) -> None:
+    if output is not None:
+        _say(f"wrote {output}")
+    if report is not None:
+        _say(f"wrote {report / 'report.html'} and {report / 'report.md'}")
+
+
+def _emit(doc: dict, as_json: bool, human) -> None:
     if as_json:
-        typer.echo(json.dumps(obj, indent=2))
+        typer.echo(json.dumps(doc, indent=2))
     else:
-        human(obj)
+        human(doc)
 
 
-@app.command()
-def backends(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
-    """List compute backends, whether each is available, and why not."""
-    from backends import describe_backends
-    rows = describe_backends()
+@app.command(short_help="List backends and why any is unavailable.")
+def backends(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
+    """List compute backends, whether each is available here, and why not."""
+    result = api.backends()
 
-    def human(rows):
-        for r in rows:
-            state = "available" if r["available"] else f"unavailable: {r['reason']}"
-            name = f" ({r['identity']['device_name']})" if r["available"] else ""
-            typer.echo(f"{r['name']:5} {state}{name}")
-    _emit(rows, as_json, human)
+    def human(doc):
+        for r in doc["backends"]:
+            state = f"available ({r['identity']['device_name']})" if r["available"] else f"unavailable: {r['reason']}"
+            typer.echo(f"{r['name']:5} {state}")
+    _emit(result.to_json(), as_json, human)
 
 
-@app.command()
+INSPECT_KEYS = ("format", "family", "num_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+                "intermediate_size", "num_experts", "vocab_size", "num_parameters", "dtypes", "content_hash")
+
+
+@app.command(short_help="Facts and role map of a checkpoint, from headers.")
 def inspect(model: Path = typer.Argument(..., help="Checkpoint file or directory."),
-            as_json: bool = typer.Option(False, "--json"),
+            as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
             no_hash: bool = typer.Option(False, "--no-hash", help="Skip hashing the files (faster on huge checkpoints).")):
-    """Format, family, shape facts and role map of a checkpoint, from headers alone."""
-    from .model import inspect_model
-    info = inspect_model(model, with_hashes=not no_hash)
+    """Format, family, shape facts and role map of a checkpoint, read from its headers alone."""
+    result = api.inspect(model, with_hashes=not no_hash)
 
     def human(info):
-        for key in ("format", "family", "num_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
-                    "intermediate_size", "num_experts", "vocab_size", "num_parameters", "dtypes", "content_hash"):
+        for key in INSPECT_KEYS:
             typer.echo(f"{key:20} {info[key]}")
         typer.echo(f"{'mapped tensors':20} {len(info['roles'])}")
-        typer.echo(f"{'unmapped tensors':20} {len(info['unmapped'])}" +
-                   (f" ({', '.join(info['unmapped'][:5])}{', ...' if len(info['unmapped']) > 5 else ''})" if info["unmapped"] else ""))
-    _emit(info, as_json, human)
+        unmapped = info["unmapped"]
+        more = f" ({', '.join(unmapped[:5])}{', ...' if len(unmapped) > 5 else ''})" if unmapped else ""
+        typer.echo(f"{'unmapped tensors':20} {len(unmapped)}{more}")
+    _emit(result.to_json(), as_json, human)
 
 
-def _backend(name: str):
-    from backends import get_backend
-    return get_backend(name)
-
-
-VOCAB_HELP = "Tokenizer file (tokenizer.json, vocab.json, vocab.txt) for checkpoints that ship none, e.g. ONNX exports."
-
-
-def _load_or_fingerprint(path: Path, backend, label: str, vocab: Path | None = None):
-    from .fingerprint import fingerprint_model, is_fingerprint_file, load_fingerprint
-    if is_fingerprint_file(path):
-        return load_fingerprint(path)
-    return fingerprint_model(path, backend, label=label, progress=not STATE["quiet"], vocab_file=vocab)
-
-
-@app.command()
+@app.command(short_help="Write a checkpoint's portable fingerprint.")
 def fingerprint(model: Path = typer.Argument(..., help="Checkpoint file or directory."),
                 output: Path = typer.Option(..., "--output", "-o", help="Fingerprint file to write (.safetensors)."),
                 backend: str = typer.Option("cpu", "--backend", "-b", help="cpu, cuda, npu (or cuda:1 ...)."),
                 label: Optional[str] = typer.Option(None, help="Name recorded in the fingerprint (default: the path's name)."),
-                vocab: Optional[Path] = typer.Option(None, "--vocab", help=VOCAB_HELP)):
-    """Stream a checkpoint once and write its portable fingerprint."""
-    from .fingerprint import fingerprint_model
-    from .suite import refuse_model_dirs
+                vocab: Optional[Path] = typer.Option(None, "--vocab", help=VOCAB_HELP),
+                keep_path: bool = typer.Option(False, "--keep-path",
+                                               help="Record the model's absolute local path (private use; "
+                                                    "fingerprints meant for sharing leave it out).")):
+    """Stream a checkpoint once and write its portable fingerprint, to share or compare later."""
     if not output.name.endswith(".safetensors"):
         raise typer.BadParameter("the output name must end in .safetensors", param_hint="--output")
-    refuse_model_dirs(output.parent, [str(model)])
-    fp = fingerprint_model(model, _backend(backend), label=label or model.name, progress=not STATE["quiet"], vocab_file=vocab)
-    fp.save(output)
-    typer.echo(f"fingerprint of {model} ({fp.num_layers} layers, {fp.doc['settings']['n_anchors']} anchors) written to {output}")
+    result = api.fingerprint(model, output, backend=backend, label=label, vocab=vocab, keep_path=keep_path,
+                             progress=_progress())
+    fp = result.fingerprint
+    typer.echo(f"fingerprint of {model} ({fp.num_layers} layers, {fp.doc['settings']['n_anchors']} anchors) "
+               f"written to {output}")
 
 
-@app.command()
+@app.command(short_help="Was B derived from A? A calibrated verdict.")
 def compare(a: Path = typer.Argument(..., help="Model A: checkpoint or fingerprint file."),
             b: Path = typer.Argument(..., help="Model B: checkpoint or fingerprint file."),
-            as_json: bool = typer.Option(False, "--json"),
-            report: Optional[Path] = typer.Option(None, "--report", help="Directory for a Markdown/HTML report with plots."),
+            as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+            report: Optional[Path] = typer.Option(None, "--report", help=REPORT_HELP),
             backend: str = typer.Option("cpu", "--backend", "-b", help="Backend for fingerprinting checkpoints given directly."),
-            fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when the verdict is this (derived, independent or inconclusive)."),
+            fail_on: Optional[Verdict] = typer.Option(None, "--fail-on", case_sensitive=False,
+                                                      help="Exit 1 when the verdict is this one (for CI gates)."),
             vocab: Optional[Path] = typer.Option(None, "--vocab", help=VOCAB_HELP)):
     """Was B derived from A? A verdict with calibrated evidence: derived, independent or inconclusive."""
-    from .lineage import compare_fingerprints
-    if fail_on is not None and fail_on not in ("derived", "independent", "inconclusive"):
-        raise typer.BadParameter("must be derived, independent or inconclusive", param_hint="--fail-on")
-    from .fingerprint import is_fingerprint_file
-    _refuse_targets(None, report, [str(p) for p in (a, b) if not is_fingerprint_file(p)])
-    engine = _backend(backend)
-    fa = _load_or_fingerprint(a, engine, a.name, vocab)
-    fb = _load_or_fingerprint(b, engine, b.name, vocab)
-    result = compare_fingerprints(fa, fb)
-    result["backend"] = engine.identity()
-    if report is not None:
-        from .report.lineage import write_comparison_report
-        write_comparison_report(report, result, fa, fb)
+    result = api.compare(a, b, backend=backend, vocab=vocab, report=report, progress=_progress())
 
     def human(r):
         p = "n/a" if r["p_value"] is None else f"{r['p_value']:.3g}"
@@ -125,37 +215,46 @@ def compare(a: Path = typer.Argument(..., help="Model A: checkpoint or fingerpri
             sp = "" if s["p_value"] is None else f"  p={s['p_value']:.3g}"
             typer.echo(f"  {s['name']:16} {stat}{sp}{'' if s['used'] else '  (not used)'}")
         typer.echo(f"layer map: {' '.join(f'{i}->{j}' for i, j in r['layer_map'])}")
-    _emit(result, as_json, human)
-    if fail_on is not None and result["verdict"] == fail_on:
-        return errors.CHECK_FAILED
-    return 0
+    _emit(result.to_json(), as_json, human)
+    _print_written(None, report)
+    if fail_on is not None and result.verdict == fail_on.value:
+        return _check_failed(f"verdict is {result.verdict} (--fail-on {fail_on.value})")
+    return errors.OK
 
 
-@app.command()
-def drift(args: Optional[List[str]] = typer.Argument(None, help="MODEL... (default: the demo zoo), or: compare R1.json R2.json ..."),
-          output: Optional[Path] = typer.Option(None, "--output", "-o", help="drift.json to write (drift) / comparison JSON (drift compare)."),
-          backend: Optional[List[str]] = typer.Option(None, "--backends", "-b", help="Backends (default: every available one)."),
-          dtype: Optional[List[str]] = typer.Option(None, "--dtypes", "-d", help="fp32, bf16, fp16 (default: all three)."),
-          report: Optional[Path] = typer.Option(None, "--report", help="Directory for a Markdown/HTML report with plots."),
-          as_json: bool = typer.Option(False, "--json")):
-    """Measure kernel drift against a float64 golden run on every backend, dtype and precision mode;
-    or, as `drift compare R1.json R2.json ...`, compare reports made on different machines."""
-    args = list(args or [])
-    if args and args[0] == "compare":
-        return _drift_compare([Path(a) for a in args[1:]], output, report, as_json)
-    from .drift import run_drift
-    if args:
-        models, labels = args, [Path(a).name for a in args]
-        _refuse_targets(output, report, models)
-    else:
-        from .zoo import build_many
-        labels = ["base-s0", "base-s0-finetune", "base-s0-obfuscate", "base-s1"]
-        models = [str(p) for p in build_many(labels).values()]
-    if len(models) == 1:
-        models, labels = models * 2, [labels[0], labels[0] + "-again"]
-    result = run_drift(models, labels, backend, dtype or ["fp32", "bf16", "fp16"], progress=not STATE["quiet"])
-    from .report.drift import write_drift_report
-    _save(result, output, report, write_drift_report)
+class _DriftGroup(TyperGroup):
+    """`provenance drift [MODEL...]` runs the measurement; `provenance drift compare ...` compares reports."""
+
+    default_command = "run"
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+drift_app = typer.Typer(cls=_DriftGroup, rich_markup_mode=None, subcommand_metavar="[MODEL]... | compare REPORT...",
+                        context_settings={"help_option_names": ["-h", "--help"]},
+                        help="Kernel drift against a float64 golden run. `provenance drift [MODEL...]` is short for "
+                             "`provenance drift run [MODEL...]`; `provenance drift compare R1.json R2.json ...` "
+                             "compares reports made on different machines.")
+app.add_typer(drift_app, name="drift", short_help="Kernel drift against float64; compare machines.")
+
+
+@drift_app.command("run", short_help="Measure drift (the default: drift [MODEL]...).")
+def drift_run(models: Optional[List[Path]] = typer.Argument(None, metavar="MODEL", help="Checkpoints (default: the demo zoo).", show_default=False),
+              output: Optional[Path] = typer.Option(None, "--output", "-o", help="drift.json to write."),
+              backend: Optional[List[str]] = typer.Option(None, "--backends", "-b", metavar="BACKEND",
+                                                          help="Backends: -b cpu cuda, -b cpu,cuda or -b cpu -b cuda "
+                                                               "(default: every available one)."),
+              dtype: Optional[List[str]] = typer.Option(None, "--dtypes", "-d", metavar="DTYPE",
+                                                        help="fp32, bf16, fp16, as -d fp32 bf16, -d fp32,bf16 or "
+                                                             "-d fp32 -d bf16 (default: all three)."),
+              report: Optional[Path] = typer.Option(None, "--report", help=REPORT_HELP),
+              as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
+    """Measure every kernel on every backend, dtype and precision mode against float64, and whether any
+    verdict between the models flips; exits 1 if one does."""
+    result = api.drift(models, backends=backend, dtypes=dtype, output=output, report=report, progress=_progress())
 
     def human(r):
         for row in r["rows"]:
@@ -168,41 +267,23 @@ def drift(args: Optional[List[str]] = typer.Argument(None, help="MODEL... (defau
             m = "n/a" if v["margin_to_drift"] is None else (
                 "unbounded (no measurable drift)" if v.get("drift_at_floor") else f"{v['margin_to_drift']:.3g}")
             typer.echo(f"{' vs '.join(v['pair'])}: {v['verdict']}, {'stable' if v['stable'] else 'FLIPS'}, margin/drift {m}")
-    _emit(result, as_json, human)
-    return 0 if all(v["stable"] for v in result["verdicts"]) else errors.CHECK_FAILED
+    _emit(result.to_json(), as_json, human)
+    _print_written(output, report)
+    flips = [" vs ".join(v["pair"]) for v in result.document["verdicts"] if not v["stable"]]
+    if flips:
+        return _check_failed(f"the verdict of {flips[0]} flips under drift"
+                             + (f" (and {len(flips) - 1} more)" if len(flips) > 1 else ""))
+    return errors.OK
 
 
-def _refuse_targets(output: Path | None, report: Path | None, models) -> None:
-    """Checked before any work: outputs never go inside a model directory."""
-    from .suite import refuse_model_dirs
-    for target in (output.parent if output is not None else None, report):
-        if target is not None:
-            refuse_model_dirs(target, list(models))
-
-
-def _save(result: dict, output: Path | None, report: Path | None, write_report) -> None:
-    """The JSON document and the report for people, each only where asked for."""
-    from .atomic import write_json
-    if output is not None:
-        write_json(output, result)
-    if report is not None:
-        write_report(report, result)
-
-
-def _drift_compare(paths: list[Path], output, report, as_json):
-    from .drift import compare_reports
-    from .io.base import read_json_file
-    reports = []
-    for p in paths:
-        if not p.is_file():
-            raise errors.InputNotFound("no such drift report", p)
-        doc = read_json_file(p)
-        if not isinstance(doc, dict) or "rows" not in doc or "inputs" not in doc:
-            raise errors.MalformedInput("not a drift report", p)
-        reports.append(doc)
-    result = compare_reports(reports, [str(p) for p in paths])
-    from .report.drift import write_drift_comparison
-    _save(result, output, report, write_drift_comparison)
+@drift_app.command("compare", short_help="Compare drift reports of different machines.")
+def drift_compare(reports: List[Path] = typer.Argument(..., metavar="REPORT", help="Drift reports (drift -o); the first is the reference."),
+                  output: Optional[Path] = typer.Option(None, "--output", "-o", help="Comparison JSON to write."),
+                  report: Optional[Path] = typer.Option(None, "--report", help=REPORT_HELP),
+                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
+    """Compare drift reports made on different machines: error ratios per kernel against the first report
+    (up to 1 pass, 1 to 2 warn, above 2 fail) and verdict agreement; exits 1 on a failure."""
+    result = api.drift_compare(reports, output=output, report=report)
 
     def human(r):
         for row in r["rows"]:
@@ -212,59 +293,81 @@ def _drift_compare(paths: list[Path], output, report, as_json):
         for v in r["verdicts"]:
             typer.echo(f"{' vs '.join(v['pair'])}: {v['reference_verdict']} / {v['verdict']}  {'agree' if v['agree'] else 'DISAGREE'}")
         typer.echo(f"drift comparison: {r['status']} {r['counts']}")
-    _emit(result, as_json, human)
-    return errors.CHECK_FAILED if result["status"] == "fail" else 0
+    _emit(result.to_json(), as_json, human)
+    _print_written(output, report)
+    if result.status == "fail":
+        return _check_failed(f"drift comparison failed ({result.document['counts'].get('fail', 0)} kernel rows fail)")
+    return errors.OK
 
 
-@app.command()
-def suite(models: List[Path] = typer.Argument(..., help="Checkpoints (files or directories)."),
+@app.command(short_help="Everything on the models; an evidence bundle.")
+def suite(models: List[Path] = typer.Argument(..., metavar="MODEL", help="Checkpoints (files or directories)."),
           out: Path = typer.Option(..., "--out", "-o", help="Directory for the evidence bundle."),
-          backend: Optional[List[str]] = typer.Option(None, "--backends", "-b", help="Backends to use (default: every available one)."),
+          backend: Optional[List[str]] = typer.Option(None, "--backends", "-b", metavar="BACKEND",
+                                                      help="Backends to use (default: every available one)."),
           vocab: Optional[Path] = typer.Option(None, "--vocab", help=VOCAB_HELP)):
-    """Run every verification capability on the models across backends; write an evidence bundle."""
-    from .suite import run_suite
-    result = run_suite([str(m) for m in models], out, backend_names=backend, progress=not STATE["quiet"], vocab_file=vocab)
-    typer.echo(f"evidence bundle written to {out} ({result['summary']})")
-
-
-@app.command()
-def demo(out: Path = typer.Option(Path("provenance-demo"), "--out", "-o", help="Directory for the demo's evidence bundle."),
-         backend: Optional[List[str]] = typer.Option(None, "--backends", "-b")):
-    """Build the embedded tiny-model zoo (no download) and run the suite on it."""
-    from .suite import run_demo
-    result = run_demo(out, backend_names=backend, progress=not STATE["quiet"])
-    typer.echo(f"demo evidence bundle written to {out} ({result['summary']})")
+    """Run every capability on the models across backends (inspect, fingerprint, compare every pair,
+    drift) and write an evidence bundle with a report."""
+    result = api.suite(models, out, backends=backend, vocab=vocab, progress=_progress())
+    typer.echo(f"evidence bundle written to {out} ({result.summary})")
     typer.echo(f"read {out / 'report.md'} or open {out / 'report.html'}")
 
 
+@app.command(short_help="The suite on the embedded tiny-model zoo.")
+def demo(out: Path = typer.Option(Path("provenance-demo"), "--out", "-o", help="Directory for the demo's evidence bundle."),
+         backend: Optional[List[str]] = typer.Option(None, "--backends", "-b", metavar="BACKEND",
+                                                     help="Backends to use (default: every available one).")):
+    """Build the embedded tiny-model zoo (trained here, no download) and run the suite on it."""
+    result = api.demo(out, backends=backend, progress=_progress())
+    typer.echo(f"demo evidence bundle written to {out} ({result.summary})")
+    typer.echo(f"read {out / 'report.md'} or open {out / 'report.html'}")
+
+
+def _usage_error(exc: Exception) -> int:
+    """typer's usage errors (they carry format_message and exit_code), on one line with where to look."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command asks for its help
+        exc.show()
+        return exc.exit_code
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    _say(f"usage error: {' '.join(exc.format_message().split())}{where}")
+    return exc.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run the command line.
+
+    Args:
+        argv: arguments without the program name (default: sys.argv[1:]).
+    Returns:
+        The exit code (errors.py lists them).
+    """
+    argv = expand_multi_values(list(sys.argv[1:] if argv is None else argv))
     STATE["debug"] = "--debug" in argv
     command = typer.main.get_command(app)
     try:
-        rv = command.main(args=argv, prog_name="provenance", standalone_mode=False)
+        rv = command.main(args=argv, prog_name=PROG, standalone_mode=False)
         if rv == errors.INTERRUPTED:  # typer turns Ctrl-C into a returned 130
-            print("provenance: interrupted; no partial output was written", file=sys.stderr)
-        return rv if isinstance(rv, int) else 0
+            _say("interrupted; no partial output was written")
+        return rv if isinstance(rv, int) else errors.OK
     except errors.ProvenanceError as exc:
         if STATE["debug"]:
             traceback.print_exc()
-        print(f"provenance: error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}")
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        print("provenance: interrupted; no partial output was written", file=sys.stderr)
+        _say("interrupted; no partial output was written")
         return errors.INTERRUPTED
     except Exception as exc:
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # typer's usage errors
-            exc.show()
-            return errors.USAGE
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            return _usage_error(exc)
         # anything else is a bug: say so on one line; --debug shows where
         if STATE["debug"]:
             traceback.print_exc()
         text = " ".join(str(exc).split())[:300]
-        print(f"provenance: internal error: {type(exc).__name__}: {text} (rerun with --debug for a traceback)", file=sys.stderr)
+        _say(f"internal error: {type(exc).__name__}: {text} (rerun with --debug for a traceback)")
         return errors.INTERNAL
 
 

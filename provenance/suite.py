@@ -10,13 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import __version__
 from .atomic import write_json
-from .errors import UnsafeInput
+from .backends import available_backends, describe_backends, get_backend
+from .drift import run_drift
+from .errors import UnsafeInput, Unsupported
+from .fingerprint import fingerprint_model
+from .lineage import compare_fingerprints
 from .model import inspect_model
 from .progress import Progress
+from .report.drift import drift_sections
+from .report.lineage import write_comparison_report
 from .report.render import Section, write_report
-from .schemas import SCHEMA_VERSIONS
+from .schemas import stamp
+from .zoo import DEMO_MODELS, TRANSFORMS, build_many, parse_name
 
 
 @dataclass
@@ -44,7 +50,6 @@ def _stage_inspect(ctx: SuiteContext):
 
 
 def _stage_backends(ctx: SuiteContext):
-    from backends import describe_backends
     rows = describe_backends()
     used = {b.name for b in ctx.backends}
     table = [[r["name"], "yes" if r["available"] else "no", "yes" if r["name"] in used else "no",
@@ -55,13 +60,13 @@ def _stage_backends(ctx: SuiteContext):
 
 def _stage_fingerprint(ctx: SuiteContext):
     """Every model on every backend; the fingerprint files go into the bundle."""
-    from .fingerprint import fingerprint_model
     ctx.fingerprints = {}
     out, rows = {}, []
     for b in ctx.backends:
         for label, path in zip(ctx.labels, ctx.models):
             with b.timer() as t:
                 fp = fingerprint_model(path, b, label=label, progress=False, vocab_file=ctx.vocab_file)
+            fp.doc.update(stamp(fp.doc, "fingerprint"))
             name = f"fingerprints/{label}.{b.name}.safetensors"
             fp.save(ctx.out / name)
             ctx.fingerprints[(label, b.name)] = fp
@@ -74,8 +79,6 @@ def _stage_fingerprint(ctx: SuiteContext):
 
 def _stage_compare(ctx: SuiteContext):
     """Every pair of models, on every backend's fingerprints; verdicts must agree across backends."""
-    from .lineage import compare_fingerprints
-    from .report.lineage import write_comparison_report
     results, rows = [], []
     first = ctx.backends[0].name
     for i, a in enumerate(ctx.labels):
@@ -99,15 +102,11 @@ def _stage_compare(ctx: SuiteContext):
 
 def _stage_drift(ctx: SuiteContext):
     """Kernel drift against float64 on the chosen backends, and the stability of every verdict above."""
-    from .atomic import write_json
-    from .drift import run_drift
-    from .errors import Unsupported
-    from .report.drift import drift_sections
     try:
         report = run_drift(ctx.models, ctx.labels, [b.name for b in ctx.backends], ["fp32", "bf16", "fp16"], progress=ctx.progress)
     except Unsupported as exc:  # the other stages stand on their own; say why this one could not run
         return {"skipped": str(exc)}, [Section("Drift", f"Not measured: {exc}.")]
-    write_json(ctx.out / "drift.json", report)
+    write_json(ctx.out / "drift.json", stamp(report, "drift"))
     summary = {"file": "drift.json", "rows": len(report["rows"]),
                "all_verdicts_stable": all(v["stable"] for v in report["verdicts"]),
                "min_margin_to_drift": min((v["margin_to_drift"] for v in report["verdicts"] if v["margin_to_drift"]), default=None)}
@@ -156,28 +155,25 @@ def refuse_model_dirs(out: Path, models: list[str]) -> None:
 def run_suite(models: list[str], out: Path, backend_names: list[str] | None = None, progress: bool = True,
               labels: list[str] | None = None, descriptions: dict[str, str] | None = None,
               vocab_file: Path | None = None) -> dict:
-    from backends import available_backends, get_backend
     out = Path(out)
     refuse_model_dirs(out, models)
     chosen = [get_backend(n) for n in backend_names] if backend_names else available_backends()
     ctx = SuiteContext(models, labels or _labels(models), chosen, out, progress, vocab_file=vocab_file)
-    tracker = Progress(len(STAGES), "suite", progress)
     sections = []
-    for name, stage in STAGES.items():
-        tracker.step(name)
-        ctx.results[name], stage_sections = stage(ctx)
-        sections += stage_sections
-    bundle = {
-        "schema_version": SCHEMA_VERSIONS["suite"],
-        "tool": {"name": "provenance", "version": __version__},
+    with Progress(len(STAGES), "suite", progress) as tracker:
+        for name, stage in STAGES.items():
+            tracker.step(name)
+            ctx.results[name], stage_sections = stage(ctx)
+            sections += stage_sections
+    bundle = stamp({
         "inputs": [{"label": label, "path": path, "content_hash": ctx.results["inspect"][label]["content_hash"],
                     "sha256": ctx.results["inspect"][label]["sha256"]} for label, path in zip(ctx.labels, models)],
         "identity": {b.name: b.identity() for b in chosen},
         **ctx.results,
-    }
+    }, "suite")
     for b in chosen:
-        write_json(out / "identity" / f"{b.name}.json", bundle["identity"][b.name])
-    write_json(out / "inputs.json", bundle["inputs"])
+        write_json(out / "identity" / f"{b.name}.json", stamp(bundle["identity"][b.name], "identity"))
+    write_json(out / "inputs.json", stamp({"inputs": bundle["inputs"]}, "inputs"))
     bundle["summary"] = summarize(bundle)
     write_json(out / "suite.json", bundle)
     write_report(out, "provenance verification suite", [_summary_section(bundle, descriptions)] + sections)
@@ -205,16 +201,14 @@ def summarize(bundle: dict) -> str:
 
 
 def run_demo(out: Path, backend_names: list[str] | None = None, progress: bool = True) -> dict:
-    from .zoo import DEMO_MODELS, build_many
-    tracker = Progress(len(DEMO_MODELS), "build zoo", progress)
-    paths = build_many(DEMO_MODELS, progress=tracker.step)
+    with Progress(len(DEMO_MODELS), "build zoo", progress) as tracker:
+        paths = build_many(DEMO_MODELS, progress=tracker.step)
     descriptions = {name: _zoo_description(name) for name in DEMO_MODELS}
     return run_suite([str(paths[n]) for n in DEMO_MODELS], out, backend_names, progress, labels=list(DEMO_MODELS),
                      descriptions=descriptions)
 
 
 def _zoo_description(name: str) -> str:
-    from .zoo import TRANSFORMS, parse_name
     seed, transform = parse_name(name)
     if transform is None:
         return f"a tiny decoder trained from seed {seed} on the Python standard library's top-level modules"

@@ -3,9 +3,9 @@ import sys
 import pytest
 import torch
 
-import backends
-from backends import BACKENDS, PRECISION_MODES, get_backend
-from backends.npu import NpuBackend, import_torch_npu
+from provenance import backends
+from provenance.backends import BACKENDS, PRECISION_MODES, get_backend
+from provenance.backends.npu import NpuBackend, import_torch_npu
 from provenance.errors import BackendUnavailable
 
 
@@ -117,7 +117,7 @@ def test_cpu_timer_measures_time():
 def test_accelerator_adapters_use_the_device_generic_api(monkeypatch):
     import types
 
-    from backends import CudaBackend
+    from provenance.backends import CudaBackend
     serves = {"type": "cuda"}
 
     class FakeAccelerator:

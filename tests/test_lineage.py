@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from backends import get_backend
+from provenance.backends import get_backend
 from provenance import kernels
 from provenance.anchors import canonical, choose_anchors
 from provenance.cli import main

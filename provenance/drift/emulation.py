@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from backends import CpuBackend
+from ..backends import CpuBackend
 
 
 def round_mantissa(x: torch.Tensor, bits: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from backends import CpuBackend, get_backend
+from ..backends import CpuBackend, available_backends, get_backend
 
 from ..errors import Unsupported
 from ..fingerprint import fingerprint_view
@@ -205,7 +205,6 @@ def kernel_pair(views: dict) -> tuple[str, str]:
 
 def run_drift(models: list[str], labels: list[str], backend_names: list[str] | None, dtype_names: list[str],
               progress: bool = True) -> dict:
-    from backends import available_backends
     backends = [get_backend(n) for n in backend_names] if backend_names else available_backends()
     unknown = [d for d in dtype_names if d not in DTYPES]
     if unknown:

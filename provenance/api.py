@@ -1,0 +1,354 @@
+"""The library under the command line: one function per command, each returning a typed result.
+
+Every result carries its JSON document (stamped with `schema_version` and `tool`), the identity
+record of the backend that computed it and the content hashes of its inputs. The CLI only parses
+options, calls these functions and prints; a Python program calls them the same way:
+
+    from provenance import api
+    result = api.compare("model-a/", "model-b/")
+    print(result.verdict, result.p_value)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from . import errors
+from .atomic import write_json
+from .backends import BACKENDS, Backend, describe_backends, get_backend
+from .drift import compare_reports, run_drift
+from .drift.run import DTYPES
+from .fingerprint import Fingerprint, fingerprint_model, is_fingerprint_file, load_fingerprint
+from .io.base import read_json_file
+from .lineage import compare_fingerprints
+from .model import inspect_model
+from .report.drift import write_drift_comparison, write_drift_report
+from .report.lineage import write_comparison_report
+from .report.schemas import errors as schema_errors
+from .schemas import stamp
+from .suite import refuse_model_dirs, run_demo, run_suite
+from .zoo import DEMO_MODELS, build_many
+
+DEFAULT_DTYPES = ("fp32", "bf16", "fp16")
+BACKEND_NAMES = tuple(BACKENDS)  # what --backends accepts (with an optional ":N" device index)
+DTYPE_NAMES = tuple(DTYPES)  # what --dtypes accepts
+
+
+@dataclass
+class Result:
+    """A document and where it came from.
+
+    Attributes:
+        document: the JSON document, as `--json` prints it and the schemas describe it.
+        identity: backend name -> identity record of the backends that computed it (empty when none did).
+        input_hashes: input label -> content hash.
+        written: files and report directories this call wrote, in order.
+    """
+
+    document: dict
+    identity: dict = field(default_factory=dict)
+    input_hashes: dict = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """The JSON document (a dict ready for json.dumps)."""
+        return self.document
+
+
+@dataclass
+class BackendsResult(Result):
+    @property
+    def rows(self) -> list[dict]:
+        return self.document["backends"]
+
+
+@dataclass
+class InspectResult(Result):
+    pass
+
+
+@dataclass
+class FingerprintResult(Result):
+    fingerprint: Fingerprint | None = None
+
+
+@dataclass
+class CompareResult(Result):
+    @property
+    def verdict(self) -> str:
+        return self.document["verdict"]
+
+    @property
+    def p_value(self) -> float | None:
+        return self.document["p_value"]
+
+
+@dataclass
+class DriftResult(Result):
+    @property
+    def stable(self) -> bool:
+        """True when no verdict between the models flips in any configuration."""
+        return all(v["stable"] for v in self.document["verdicts"])
+
+
+@dataclass
+class DriftCompareResult(Result):
+    @property
+    def status(self) -> str:
+        return self.document["status"]
+
+
+@dataclass
+class SuiteResult(Result):
+    @property
+    def summary(self) -> str:
+        return self.document["summary"]
+
+
+def refuse_targets(outputs: Sequence[Path | None], models: Sequence[str | Path]) -> None:
+    """Checked before any work: no output (file or directory) goes inside a model directory.
+
+    Args:
+        outputs: directories to write into (None entries are skipped).
+        models: the model paths that must stay untouched.
+    """
+    for target in outputs:
+        if target is not None:
+            refuse_model_dirs(Path(target), [str(m) for m in models])
+
+
+def _backend(backend: str | Backend) -> Backend:
+    return get_backend(backend) if isinstance(backend, str) else backend
+
+
+def backends() -> BackendsResult:
+    """Every backend this program knows, whether this machine offers it, and why not.
+
+    Returns:
+        BackendsResult whose document is `{schema_version, tool, backends: [{name, available, reason, identity}]}`.
+    """
+    rows = describe_backends()
+    doc = stamp({"backends": rows}, "backends")
+    return BackendsResult(doc, identity={r["name"]: r["identity"] for r in rows if r["available"]})
+
+
+def inspect(path: str | Path, *, with_hashes: bool = True) -> InspectResult:
+    """Format, family, shape facts and role map of a checkpoint, from headers alone.
+
+    Args:
+        path: checkpoint file or directory.
+        with_hashes: hash every file read (off for a quick look at a huge checkpoint).
+    Returns:
+        InspectResult with the inspect document.
+    """
+    doc = stamp(inspect_model(path, with_hashes=with_hashes), "inspect")
+    return InspectResult(doc, input_hashes={Path(path).name: doc["content_hash"]})
+
+
+def load_or_fingerprint(path: str | Path, backend: str | Backend = "cpu", *, label: str | None = None,
+                        vocab: Path | None = None, progress: bool = False) -> Fingerprint:
+    """A fingerprint file as it is, or a checkpoint fingerprinted now.
+
+    Args:
+        path: fingerprint file (.safetensors written by `fingerprint`) or checkpoint.
+        backend: backend name or instance used when a checkpoint must be fingerprinted.
+        label: name recorded for a checkpoint (default: the path's name).
+        vocab: tokenizer file for checkpoints that ship none.
+        progress: show progress on stderr.
+    Returns:
+        The Fingerprint.
+    """
+    path = Path(path)
+    if is_fingerprint_file(path):
+        return load_fingerprint(path)
+    return fingerprint_model(path, _backend(backend), label=label or path.name, progress=progress, vocab_file=vocab)
+
+
+def fingerprint(path: str | Path, output: str | Path | None = None, *, backend: str | Backend = "cpu",
+                label: str | None = None, vocab: Path | None = None, keep_path: bool = False,
+                progress: bool = False) -> FingerprintResult:
+    """Stream a checkpoint once and compute its portable fingerprint; save it where asked.
+
+    Args:
+        path: checkpoint file or directory.
+        output: fingerprint file to write (must end in .safetensors), or None to keep it in memory.
+        backend: backend name ("cpu", "cuda:1", ...) or instance.
+        label: name recorded in the fingerprint (default: the path's name).
+        vocab: tokenizer file for checkpoints that ship none.
+        keep_path: record the checkpoint's absolute local path (for private use; off by default).
+        progress: show progress on stderr.
+    Returns:
+        FingerprintResult with the fingerprint, its document, the backend identity and the input hash.
+    """
+    path = Path(path)
+    if output is not None:
+        output = Path(output)
+        if not output.name.endswith(".safetensors"):
+            raise ValueError(f"{output}: the output name must end in .safetensors")
+        refuse_targets([output.parent], [path])
+    engine = _backend(backend)
+    extra = {"record_path": True} if keep_path else {}
+    fp = fingerprint_model(path, engine, label=label or path.name, progress=progress, vocab_file=vocab, **extra)
+    fp.doc.update(stamp(fp.doc, "fingerprint"))
+    written = []
+    if output is not None:
+        fp.save(output)
+        written.append(output)
+    model = fp.doc.get("model", {})
+    return FingerprintResult(fp.doc, identity={engine.name: engine.identity()},
+                             input_hashes={model.get("label", path.name): model.get("content_hash")},
+                             written=written, fingerprint=fp)
+
+
+def compare(a: str | Path, b: str | Path, *, backend: str | Backend = "cpu", vocab: Path | None = None,
+            report: str | Path | None = None, progress: bool = False) -> CompareResult:
+    """Was B derived from A? A verdict with calibrated evidence.
+
+    Args:
+        a, b: checkpoints or fingerprint files.
+        backend: backend for fingerprinting checkpoints given directly.
+        vocab: tokenizer file for checkpoints that ship none.
+        report: directory for a Markdown/HTML report with plots, or None.
+        progress: show progress on stderr.
+    Returns:
+        CompareResult: the compare document (verdict, p_value, signals, ...), with `backend` set to the
+        identity record of the backend that fingerprinted any checkpoint given directly.
+    """
+    a, b = Path(a), Path(b)
+    refuse_targets([report], [p for p in (a, b) if not is_fingerprint_file(p)])
+    engine = _backend(backend)
+    fa = load_or_fingerprint(a, engine, vocab=vocab, progress=progress)
+    fb = load_or_fingerprint(b, engine, vocab=vocab, progress=progress)
+    doc = stamp({**compare_fingerprints(fa, fb), "backend": engine.identity()}, "compare")
+    written = []
+    if report is not None:
+        write_comparison_report(Path(report), doc, fa, fb)
+        written.append(Path(report))
+    hashes = {side["label"]: side["content_hash"] for side in (doc["a"], doc["b"])}
+    return CompareResult(doc, identity={engine.name: doc["backend"]}, input_hashes=hashes, written=written)
+
+
+def drift(models: Sequence[str | Path] | None = None, *, backends: Sequence[str] | None = None,
+          dtypes: Sequence[str] | None = None, output: str | Path | None = None, report: str | Path | None = None,
+          progress: bool = False) -> DriftResult:
+    """Kernel drift against a float64 golden run on every backend, dtype and precision mode, and the
+    stability of every verdict between the models.
+
+    Args:
+        models: checkpoints (default: the demo zoo, built on first use). One model is measured against itself.
+        backends: backend names (default: every available one).
+        dtypes: fp32, bf16, fp16 (default: all three).
+        output: drift.json to write, or None.
+        report: directory for a Markdown/HTML report with plots, or None.
+        progress: show progress on stderr.
+    Returns:
+        DriftResult with the drift report.
+    """
+    if models:
+        paths, labels = [str(m) for m in models], [Path(m).name for m in models]
+        refuse_targets([Path(output).parent if output else None, report], paths)
+    else:
+        built = build_many(DEMO_MODELS)
+        paths, labels = [str(built[n]) for n in DEMO_MODELS], list(DEMO_MODELS)
+    if len(paths) == 1:
+        paths, labels = paths * 2, [labels[0], labels[0] + "-again"]
+    doc = stamp(run_drift(paths, labels, list(backends) if backends else None, list(dtypes or DEFAULT_DTYPES),
+                          progress=progress), "drift")
+    written = _save(doc, output, report, write_drift_report)
+    return DriftResult(doc, identity=doc["identity"],
+                       input_hashes={m["label"]: m["content_hash"] for m in doc["inputs"]["models"]}, written=written)
+
+
+def read_drift_report(path: str | Path) -> dict:
+    """A drift report read from disk, or a one-line error naming the file.
+
+    Args:
+        path: a JSON file written by `drift -o`.
+    Returns:
+        The report.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise errors.InputNotFound("no such drift report", path)
+    doc = read_json_file(path)
+    # reports written before documents named their tool are still read
+    problems = [p for p in schema_errors(doc, "drift") if p != "(root): 'tool' is a required property"]
+    if problems:
+        raise errors.MalformedInput(f"not a drift report: {problems[0]}", path)
+    return doc
+
+
+def drift_compare(reports: Sequence[str | Path], *, output: str | Path | None = None,
+                  report: str | Path | None = None) -> DriftCompareResult:
+    """Compare drift reports made on different machines against the first one.
+
+    Args:
+        reports: drift report files; the first is the reference.
+        output: comparison JSON to write, or None.
+        report: directory for a Markdown/HTML report with a plot, or None.
+    Returns:
+        DriftCompareResult: per-kernel error ratios, verdict agreement, counts and status (pass, warn, fail).
+    """
+    docs = [read_drift_report(p) for p in reports]
+    doc = stamp(compare_reports(docs, [str(p) for p in reports]), "drift_compare")
+    written = _save(doc, output, report, write_drift_comparison)
+    identity = {str(p): d.get("identity", {}) for p, d in zip(reports, docs)}
+    hashes = {m["label"]: m["content_hash"] for m in docs[0]["inputs"].get("models", [])}
+    return DriftCompareResult(doc, identity=identity, input_hashes=hashes, written=written)
+
+
+def suite(models: Sequence[str | Path], out: str | Path, *, backends: Sequence[str] | None = None,
+          vocab: Path | None = None, progress: bool = False) -> SuiteResult:
+    """Every capability on the models across backends; writes an evidence bundle.
+
+    Args:
+        models: checkpoints (files or directories).
+        out: directory for the evidence bundle (never inside a model directory).
+        backends: backend names (default: every available one).
+        vocab: tokenizer file for checkpoints that ship none.
+        progress: show progress on stderr.
+    Returns:
+        SuiteResult with suite.json's document.
+    """
+    doc = run_suite([str(m) for m in models], Path(out), backend_names=list(backends) if backends else None,
+                    progress=progress, vocab_file=vocab)
+    return _suite_result(doc, Path(out))
+
+
+def demo(out: str | Path = "provenance-demo", *, backends: Sequence[str] | None = None,
+         progress: bool = False) -> SuiteResult:
+    """Build the embedded tiny-model zoo (no download) and run the suite on it.
+
+    Args:
+        out: directory for the demo's evidence bundle.
+        backends: backend names (default: every available one).
+        progress: show progress on stderr.
+    Returns:
+        SuiteResult with suite.json's document.
+    """
+    doc = run_demo(Path(out), backend_names=list(backends) if backends else None, progress=progress)
+    return _suite_result(doc, Path(out))
+
+
+def _suite_result(doc: dict, out: Path) -> SuiteResult:
+    return SuiteResult(doc, identity=doc["identity"], input_hashes={i["label"]: i["content_hash"] for i in doc["inputs"]},
+                       written=[out])
+
+
+def _save(doc: dict, output, report, write_report) -> list[Path]:
+    """The JSON document and the report for people, each only where asked for."""
+    written = []
+    if output is not None:
+        write_json(Path(output), doc)
+        written.append(Path(output))
+    if report is not None:
+        write_report(Path(report), doc)
+        written.append(Path(report))
+    return written
+
+
+__all__ = ["Result", "BackendsResult", "InspectResult", "FingerprintResult", "CompareResult", "DriftResult",
+           "DriftCompareResult", "SuiteResult", "backends", "inspect", "fingerprint", "compare", "drift",
+           "drift_compare", "suite", "demo", "load_or_fingerprint", "read_drift_report", "refuse_targets"]
+
