@@ -15,7 +15,8 @@ from .atomic import write_json
 from .errors import UnsafeInput
 from .model import inspect_model
 from .progress import Progress
-from .report.render import Section, write_report
+from .report.render import Link, Section, write_report
+from .report.wording import VERDICT_WORDS, deciding_signal, null_size, p_value_note, p_with_null, verdict_words
 from .schemas import SCHEMA_VERSIONS
 
 
@@ -86,15 +87,30 @@ def _stage_compare(ctx: SuiteContext):
             verdicts = {name: x["verdict"] for name, x in per_backend.items()}
             folder = f"comparisons/{a}__{b}"
             write_comparison_report(ctx.out / folder, r, ctx.fingerprints[(a, first)], ctx.fingerprints[(b, first)])
-            sig = next(s["statistic"] for s in r["signals"] if s["name"] == "sigma_curves")
             results.append({"a": a, "b": b, "verdict": r["verdict"], "p_value": r["p_value"], "reason": r["reason"],
                             "verdicts_by_backend": verdicts, "backends_agree": len(set(verdicts.values())) == 1,
                             "layer_map": r["layer_map"], "signals": r["signals"], "report": folder})
-            rows.append([a, b, r["verdict"], "n/a" if r["p_value"] is None else r["p_value"],
-                         "n/a" if sig is None else sig, "yes" if len(set(verdicts.values())) == 1 else "NO", folder])
-    text = ("Was B derived from A? Each pair's full report, with plots, is in its folder. The sigma-curve "
-            "correlation is shown for reference only: it is not evidence on its own.")
-    return results, [Section("Lineage", text, ["A", "B", "verdict", "p-value", "sigma-curve corr", "backends agree", "report"], rows)]
+            rows.append(_lineage_row(results[-1]))
+    return results, [_lineage_section(results, rows)]
+
+
+def _lineage_row(c: dict) -> list:
+    best = deciding_signal(c)
+    effect = "n/a" if best is None or best.get("effect") is None else (
+        f"{best['effect']:.2f}" + ("" if best.get("min_effect") is None else f" (needs {best['min_effect']:g})"))
+    return [c["a"], c["b"], c["verdict"], effect, p_with_null(c["p_value"], null_size(best)), c["reason"],
+            "yes" if c["backends_agree"] else "NO", Link("report", f"{c['report']}/report.{{ext}}")]
+
+
+def _lineage_section(results: list[dict], rows: list[list]) -> Section:
+    sizes = [null_size(deciding_signal(c)) for c in results]
+    text = ("Was B derived from A? Effect: how much more alike the corresponding layers are than the layers that do not "
+            "correspond (median similarity minus the null's median) for the signal the p-value comes from; a derived "
+            "verdict needs it above its margin as well as a small p-value. Each pair's report explains its verdict, with "
+            "plots.")
+    note = p_value_note(min((n for n in sizes if n), default=None))
+    return Section("Lineage", text + ("\n\nHow to read the p-values: " + note if note else ""),
+                   ["A", "B", "verdict", "effect", "p-value", "reason", "backends agree", "report"], rows)
 
 
 def _stage_drift(ctx: SuiteContext):
@@ -111,7 +127,9 @@ def _stage_drift(ctx: SuiteContext):
     summary = {"file": "drift.json", "rows": len(report["rows"]),
                "all_verdicts_stable": all(v["stable"] for v in report["verdicts"]),
                "min_margin_to_drift": min((v["margin_to_drift"] for v in report["verdicts"] if v["margin_to_drift"]), default=None)}
-    return summary, drift_sections(report)
+    sections = drift_sections(report)
+    sections[0].text += " Every number is in [drift.json](drift.json)."
+    return summary, sections
 
 
 # name -> stage function; run in order, each sees the results of those before it
@@ -185,11 +203,30 @@ def run_suite(models: list[str], out: Path, backend_names: list[str] | None = No
 
 
 def _summary_section(bundle: dict, descriptions: dict[str, str] | None) -> Section:
-    text = (f"{bundle['summary']}. Identity records of the backends are in identity/, content hashes of the inputs in "
-            "inputs.json, every number below in suite.json. A derived verdict is evidence of shared lineage, not proof; "
-            "weights cannot say which model came first, and distillation leaves no trace in them.")
+    """The plain-language summary: what was compared, the verdicts, what they mean and do not mean."""
+    models = len(bundle["inputs"])
+    compare = bundle.get("compare") or []
+    paras = [f"Compared: {models} models (listed below), every pair of them ({len(compare)} pairs), from their weights "
+             f"alone, on {', '.join(bundle['identity'])}."]
+    if compare:
+        verdicts = [c["verdict"] for c in compare]
+        counts = ", ".join(f"{verdicts.count(v)} {v}" for v in VERDICT_WORDS if v in verdicts)
+        counts += "".join(f", {verdicts.count(v)} {v}" for v in sorted(set(verdicts) - set(VERDICT_WORDS)))
+        same = all(c["backends_agree"] for c in compare)
+        paras.append(f"Verdicts: {counts}. " + ("Each verdict was the same on every backend." if same else
+                                                "Backends DISAGREE on some verdicts: see the lineage table."))
+    drift = bundle.get("drift")
+    if drift is not None:
+        paras.append(f"Hardware: drift not measured ({drift['skipped']})." if "skipped" in drift else
+                     "Hardware: every verdict stayed the same when computed in reduced precision (drift below)."
+                     if drift["all_verdicts_stable"] else "Hardware: a verdict CHANGES under reduced precision (drift below).")
+    paras.append("The evidence behind each verdict is in the lineage table and each pair's report. Identity records of the "
+                 "backends are in identity/, content hashes of the inputs in [inputs.json](inputs.json), every number in "
+                 "[suite.json](suite.json).")
+    present = [v for v in VERDICT_WORDS if any(c["verdict"] == v for c in compare)]
+    items = [(f"{v}: {verdict_words(v)[0]}", f"{verdict_words(v)[1]} {verdict_words(v)[2]}") for v in present]
     rows = [[i["label"], (descriptions or {}).get(i["label"], i["path"]), i["content_hash"][:16]] for i in bundle["inputs"]]
-    return Section("Summary", text, ["model", "what it is", "content hash"], rows)
+    return Section("Summary", "\n\n".join(paras), ["model", "what it is", "content hash"], rows, items=items, lead=True)
 
 
 def summarize(bundle: dict) -> str:
