@@ -89,7 +89,7 @@ def browser_page():
             context.close()
 
 
-def test_every_image_loads_and_every_link_resolves_in_chromium(bundle, browser_page):
+def test_every_image_loads_and_every_link_resolves_in_chromium(browser_page, bundle):
     for page in _pages(bundle):
         browser_page.goto(page.as_uri(), wait_until="load")
         images = browser_page.evaluate(
