@@ -223,8 +223,12 @@ def _summary_section(bundle: dict, descriptions: dict[str, str] | None) -> Secti
     paras.append("The evidence behind each verdict is in the lineage table and each pair's report. Identity records of the "
                  "backends are in identity/, content hashes of the inputs in [inputs.json](inputs.json), every number in "
                  "[suite.json](suite.json).")
-    present = [v for v in VERDICT_WORDS if any(c["verdict"] == v for c in compare)]
-    items = [(f"{v}: {verdict_words(v)[0]}", f"{verdict_words(v)[1]} {verdict_words(v)[2]}") for v in present]
+    items = []
+    for v in dict.fromkeys([*(v for v in VERDICT_WORDS if any(c["verdict"] == v for c in compare)),
+                            *(c["verdict"] for c in compare)]):
+        headline, means, not_means = verdict_words(v)
+        pairs = ", ".join(f"[{c['a']} vs {c['b']}]({c['report']}/report.{{ext}})" for c in compare if c["verdict"] == v)
+        items.append((f"{v}, {headline}", f"{means} {not_means} Pairs: {pairs}."))
     rows = [[i["label"], (descriptions or {}).get(i["label"], i["path"]), i["content_hash"][:16]] for i in bundle["inputs"]]
     return Section("Summary", "\n\n".join(paras), ["model", "what it is", "content hash"], rows, items=items, lead=True)
 

@@ -184,7 +184,7 @@ def _signals_section(result) -> Section:
                      "n/a" if null_size(s) is None else null_size(s), effect, "yes" if s.get("used") else "no"])
     text = ("Each signal with its statistic, its p-value, the number of values its null was built from, its effect (median "
             "similarity of the corresponding layer pairs minus the null's median) and whether the verdict used it.")
-    items = [(s["name"], (s.get("note") or "").rstrip(".") + ". Null: " + str(s.get("null") or "none")) for s in result["signals"]]
+    items = []
     rule = result.get("decision_rule") or {}
     if rule:
         items.append(("Decision rule", f"derived needs a used signal with p <= {rule.get('alpha_derived', 'n/a')} (after "
@@ -196,6 +196,11 @@ def _signals_section(result) -> Section:
     if note:
         items.append(("How to read the p-values", note))
     return Section("Signals", text, ["signal", "statistic", "p-value", "null size", "effect", "used"], rows, items=items)
+
+
+def _signal_notes_section(result) -> Section:
+    rows = [[s["name"], s.get("note") or "", s.get("null") or "none"] for s in result["signals"]]
+    return Section("What each signal measures", "", ["signal", "what it measures", "its null"], rows)
 
 
 def _layers_section(result, calibrated, figures) -> Section:
@@ -224,12 +229,14 @@ def comparison_sections(result, fa=None, fb=None) -> list[Section]:
         fa, fb: the two fingerprints, read for sigma-curves when the result does not carry them.
 
     Returns:
-        Sections in reading order: summary, signals, layer map with one figure per calibrated signal, sigma-curves.
+        Sections in reading order: summary, signals, layer map with one figure per calibrated signal, what each
+        signal measures, sigma-curves.
     """
     la, lb = result["a"].get("label") or "A", result["b"].get("label") or "B"
     calibrated = _calibrated(result)
     sections = [summary_section(result), _signals_section(result),
-                _layers_section(result, calibrated, [_signal_figure(result, s) for s in calibrated])]
+                _layers_section(result, calibrated, [_signal_figure(result, s) for s in calibrated]),
+                _signal_notes_section(result)]
     curves = _curves(result, fa, fb)
     sigma = _sigma_figure(curves, la, lb) if curves else None
     if sigma is not None:

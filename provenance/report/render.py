@@ -1,7 +1,7 @@
 """Reports for people: Markdown and self-contained HTML from one list of sections, with plots.
 
-A section holds a paragraph or more of text, an optional table, an optional full table shown
-folded away (a <details> element in both formats), and figures. A cell may be a Link, whose
+A section holds a paragraph or more of text, an optional list of terms and their explanations,
+an optional table, an optional full table shown folded away (a <details> element in both formats), and figures. A cell may be a Link, whose
 target names the page's own format with {ext} ("comparisons/x/report.{ext}"), so the same
 section links Markdown to Markdown and HTML to HTML.
 """
@@ -51,7 +51,7 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     folded: Table | None = None        # a long table, shown folded after the main one
     lead: bool = False                 # the plain-language summary: set apart at the top
-    items: list[tuple[str, str]] = field(default_factory=list)  # 'term: explanation' list after the table
+    items: list[tuple[str, str]] = field(default_factory=list)  # 'term: explanation' list after the text
 
 
 def figure_png(fig) -> bytes:
@@ -118,12 +118,12 @@ def to_markdown(title: str, sections: list[Section]) -> str:
         out += [f"## {s.title}", ""]
         if s.text:
             out += [_md_links(s.text), ""]
-        if s.headers:
-            out += _md_table(s.headers, s.rows)
         for term, text in s.items:
             out += [f"- **{term}**: {_md_links(text)}"]
         if s.items:
             out.append("")
+        if s.headers:
+            out += _md_table(s.headers, s.rows)
         if s.folded:
             out += ["<details>", f"<summary>{html.escape(s.folded.summary or 'full table')}</summary>", ""]
             out += _md_table(s.folded.headers, s.folded.rows)
@@ -166,10 +166,10 @@ def to_html(title: str, sections: list[Section]) -> str:
         out.append(f"<h2>{e(s.title)}</h2>")
         if s.text:
             out += [f"<p>{_html_text(p)}</p>" for p in s.text.split("\n\n")]
-        if s.headers:
-            out += _html_table(s.headers, s.rows)
         if s.items:
             out.append("<ul>" + "".join(f"<li><b>{e(t)}</b>: {_html_text(x)}</li>" for t, x in s.items) + "</ul>")
+        if s.headers:
+            out += _html_table(s.headers, s.rows)
         if s.folded:
             out.append(f"<details><summary>{e(s.folded.summary or 'full table')}</summary>")
             out += _html_table(s.folded.headers, s.folded.rows)
