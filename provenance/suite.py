@@ -96,21 +96,26 @@ def _stage_compare(ctx: SuiteContext):
 
 def _lineage_row(c: dict) -> list:
     best = deciding_signal(c)
-    effect = "n/a" if best is None or best.get("effect") is None else (
-        f"{best['effect']:.2f}" + ("" if best.get("min_effect") is None else f" (needs {best['min_effect']:g})"))
+    effect = "n/a" if best is None or best.get("effect") is None else f"{best['effect'] + 0.0:.2f}".replace("-0.00", "0.00")
     return [c["a"], c["b"], c["verdict"], effect, p_with_null(c["p_value"], null_size(best)), c["reason"],
             "yes" if c["backends_agree"] else "NO", Link("report", f"{c['report']}/report.{{ext}}")]
 
 
 def _lineage_section(results: list[dict], rows: list[list]) -> Section:
     sizes = [null_size(deciding_signal(c)) for c in results]
+    margins = {(deciding_signal(c) or {}).get("min_effect") for c in results} - {None}
+    for row, c in zip(rows, results):  # one margin for every pair goes in the header, several beside each effect
+        best = deciding_signal(c)
+        if len(margins) > 1 and best and best.get("min_effect") is not None:
+            row[3] += f" (margin {best['min_effect']:g})"
+    effect_header = f"effect (margin {margins.pop():g})" if len(margins) == 1 else "effect"
     text = ("Was B derived from A? Effect: how much more alike the corresponding layers are than the layers that do not "
             "correspond (median similarity minus the null's median) for the signal the p-value comes from; a derived "
             "verdict needs it above its margin as well as a small p-value. Each pair's report explains its verdict, with "
             "plots.")
     note = p_value_note(min((n for n in sizes if n), default=None))
     return Section("Lineage", text + ("\n\nHow to read the p-values: " + note if note else ""),
-                   ["A", "B", "verdict", "effect", "p-value", "reason", "backends agree", "report"], rows)
+                   ["A", "B", "verdict", effect_header, "p-value", "reason", "backends agree", "report"], rows)
 
 
 def _stage_drift(ctx: SuiteContext):

@@ -60,6 +60,11 @@ def kernel_summary(report) -> tuple[list[str], list[list]]:
     return headers, rows
 
 
+def _times(v: float) -> str:
+    """A ratio as a reader says it: 1,768 rather than 1.77e+03."""
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+
 def _cell_num(v) -> str:
     return "overflow" if v is None else f"{v:.3g}"
 
@@ -144,16 +149,17 @@ def drift_sections(report, full_table: bool = True) -> list[Section]:
         full_table: fold every configuration's row under the per-kernel summary.
     """
     headers, rows = kernel_summary(report)
-    errors = Section("Kernel error against the float64 golden run",
+    errors = Section("Drift: kernel error against the float64 golden run",
                      "Each kernel's largest relative error over every configuration of each dtype. Relative errors exclude "
                      "the small-value domain (|golden| below 1e-3 of the tensor's largest value), which is judged by absolute "
                      "error; 'overflow' marks an output with NaN or Inf.", headers, rows, [_error_figure(report)],
                      folded=_full_table(report) if full_table else None)
     vrows = [[" vs ".join(v["pair"]), v["verdict"], "yes" if v["stable"] else "FLIPPED: " + ", ".join(v["flipped_in"]),
-              "n/a" if v["margin_to_drift"] is None else ("no measurable drift" if v.get("drift_at_floor") else v["margin_to_drift"]),
+              "n/a" if v["margin_to_drift"] is None else ("no measurable drift" if v.get("drift_at_floor") else
+                                                          _times(v["margin_to_drift"])),
               v["max_effect_drift"], v["max_log10_p_drift"]]
              for v in report["verdicts"]]
-    verdicts = Section("Effect on verdicts",
+    verdicts = Section("Drift: effect on verdicts",
                        "Each pair fingerprinted and compared in float64 and in every configuration above (reordered "
                        "accumulation is emulated at kernel level only). Margin / drift: how far the deciding statistic is "
                        "from its threshold, divided by the largest change any configuration caused; above 1, no "
@@ -232,7 +238,7 @@ def _ratio_figure(result, rows, short) -> Figure:
                   f"Dot plot of error ratios for {len(kernels)} kernels on a log scale, with pass, warn and fail bands.")
 
 
-def comparison_summary_section(result, short) -> Section:
+def comparison_summary_section(result, short, shown: int) -> Section:
     others = [n for n in result["reports"] if n != result["reference"]]
     agree = all(v["agree"] for v in result["verdicts"])
     c = result["counts"]
@@ -246,9 +252,11 @@ def comparison_summary_section(result, short) -> Section:
     }
     paras = [f"Compared: drift report {', '.join(short[n] for n in others)} against the reference {short[result['reference']]} "
              f"({result['reference_backend']}), kernel by kernel, each measured against the same float64 golden run.",
-             f"Result: {result['status']}. {c.get('pass', 0)} kernel measurements pass, {c.get('warn', 0)} warn, "
-             f"{c.get('fail', 0)} fail; {len(result['verdicts'])} verdicts compared, "
-             + ("all agree." if agree else "SOME DISAGREE."),
+             f"Result: {result['status']}. Of {len(result['rows'])} kernel measurements, {c.get('pass', 0)} pass, "
+             f"{c.get('warn', 0)} warn and {c.get('fail', 0)} fail"
+             + (f" (shown as {shown} rows below: where deterministic algorithms off and on gave the same numbers, they share one)"
+                if shown < len(result["rows"]) else "")
+             + f"; {len(result['verdicts'])} verdicts compared, " + ("all agree." if agree else "SOME DISAGREE."),
              f"What it means: {meaning.get(result['status'], result['status'])}",
              "What it does not mean: a pass does not claim bit-identical results (errors below one unit of the dtype's "
              "precision count as equal), and says nothing about kernels, dtypes or modes missing from either report."]
@@ -272,7 +280,7 @@ def comparison_sections(result) -> list[Section]:
     figures = [_ratio_figure(result, rows, short)] if rows else []
     vrows = [([short[v["report"]]] if several else []) + [" vs ".join(v["pair"]), v["reference_verdict"], v["verdict"],
                                                            "yes" if v["agree"] else "NO"] for v in result["verdicts"]]
-    return [comparison_summary_section(result, short),
+    return [comparison_summary_section(result, short, len(rows)),
             Section("Kernel error against the reference", text, headers, table, figures),
             Section("Verdict agreement", "Every verdict, in every configuration of every report, must be the same.",
                     (["report"] if several else []) + ["pair", "reference verdict", "verdict", "agree"], vrows)]
