@@ -254,8 +254,8 @@ def comparison_summary_section(result, short, shown: int) -> Section:
              f"({result['reference_backend']}), kernel by kernel, each measured against the same float64 golden run.",
              f"Result: {result['status']}. Of {len(result['rows'])} kernel measurements, {c.get('pass', 0)} pass, "
              f"{c.get('warn', 0)} warn and {c.get('fail', 0)} fail"
-             + (f" (shown as {shown} rows below: where deterministic algorithms off and on gave the same numbers, they share one)"
-                if shown < len(result["rows"]) else "")
+             + (f" (shown as {shown} rows below: where deterministic algorithms off and on gave the same "
+                "numbers, they share one)" if shown < len(result["rows"]) else "")
              + f"; {len(result['verdicts'])} verdicts compared, " + ("all agree." if agree else "SOME DISAGREE."),
              f"What it means: {meaning.get(result['status'], result['status'])}",
              "What it does not mean: a pass does not claim bit-identical results (errors below one unit of the dtype's "

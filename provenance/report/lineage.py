@@ -54,7 +54,7 @@ def _heatmap(ax, fig, arr, layer_map, name):
     if layer_map:
         ii, jj = zip(*layer_map)
         ax.scatter(jj, ii, s=min(120, 2400 / max(arr.shape)), marker="s", facecolors="none", edgecolors="red",
-                   linewidths=1.5, label="layer map (pairs tested)")
+                   linewidths=1.5 if max(arr.shape) <= 16 else 0.8, label="layer map (pairs tested)")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, frameon=False)
     ax.set_title(f"{name}: every layer pair", fontsize=10)
     ax.set_xlabel("layer of B", fontsize=9)

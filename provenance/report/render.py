@@ -1,9 +1,9 @@
 """Reports for people: Markdown and self-contained HTML from one list of sections, with plots.
 
 A section holds a paragraph or more of text, an optional list of terms and their explanations,
-an optional table, an optional full table shown folded away (a <details> element in both formats), and figures. A cell may be a Link, whose
-target names the page's own format with {ext} ("comparisons/x/report.{ext}"), so the same
-section links Markdown to Markdown and HTML to HTML.
+an optional table, an optional full table folded away (a <details> element in both formats), and
+figures. A cell may be a Link, and text may hold [words](target); a target names the page's own
+format with {ext} ("comparisons/x/report.{ext}"), so Markdown links to Markdown and HTML to HTML.
 """
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def _html_table(headers, rows) -> list[str]:
 
 STYLE = ("body{font-family:sans-serif;max-width:%dpx;margin:2em auto;padding:0 1em;line-height:1.45}"
          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:90%%}"
-         "th{background:#f3f3f3}img{max-width:100%%}figure{margin:1.5em 0}figcaption{font-size:90%%;color:#444}"
+         "th{background:#f3f3f3}td:first-child{white-space:nowrap}img{max-width:100%%}figure{margin:1.5em 0}figcaption{font-size:90%%;color:#444}"
          ".lead{background:#f5f8ff;border-left:4px solid #3a6ee8;padding:.2em 1.2em;margin:1em 0}"
          "details{margin:1em 0}summary{cursor:pointer;color:#1a4fc4}" % PAGE_WIDTH_PX)
 
