@@ -139,3 +139,11 @@ def test_drift_compare_keeps_deterministic_rows_apart_when_they_differ():
     assert sections[0].lead and "Result: fail" in sections[0].text
     assert [f.name for s in sections for f in s.figures] == ["drift_ratios"]
     assert re.search(r"\| block_forward \| fp32 \| ieee \| on \|.*\| fail \|", to_markdown("t", sections))
+
+
+def test_text_links_are_relative_paths_only():
+    from provenance.report.render import Section
+    hostile = "[click](javascript:alert(1)) [up](../../etc/passwd) [pair](comparisons/a__b/report.{ext})"
+    html = to_html("t", [Section("s", hostile)])
+    assert "href='javascript" not in html and "href='../" not in html
+    assert "<a href='comparisons/a__b/report.html'>pair</a>" in html

@@ -133,10 +133,15 @@ def to_markdown(title: str, sections: list[Section]) -> str:
     return "\n".join(out)
 
 
+# a link target the reports write themselves: a relative path inside the report's folder, no scheme
+SAFE_TARGET = r"(?!\.\.)(?:[A-Za-z0-9_][A-Za-z0-9._-]*/)*[A-Za-z0-9_][A-Za-z0-9._-]*(?:\.\{ext\})?"
+
+
 def _html_text(text: str) -> str:
-    """Escaped text in which [words](target.{ext}) become links to the HTML page."""
+    """Escaped text in which [words](relative/target.{ext}) become links; anything else, such as a
+    hostile label spelling a javascript: link, stays text."""
     out, pos = [], 0
-    for m in re.finditer(r"\[([^\]]+)\]\(([^)\s]+)\)", text):
+    for m in re.finditer(r"\[([^\]]+)\]\((" + SAFE_TARGET + r")\)", text):
         out.append(html.escape(text[pos:m.start()]))
         out.append(f"<a href='{html.escape(m.group(2).replace('{ext}', 'html'))}'>{html.escape(m.group(1))}</a>")
         pos = m.end()
