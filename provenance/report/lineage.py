@@ -75,11 +75,14 @@ def _null_hist(ax, signal):
                    label=f"margin: null median + {signal['min_effect']:g} = {margin:.2f}")
     for k, v in enumerate(observed):
         ax.axvline(v, color="C3", lw=1.4, alpha=0.85, label=f"observed: {len(observed)} mapped layers" if k == 0 else None)
+    if observed.size:  # the rule compares the median mapped value with the margin: mark it above the axes
+        ax.plot([np.median(observed)], [1.0], marker="v", color="C3", ms=9, clip_on=False, ls="",
+                transform=ax.get_xaxis_transform(), label=f"observed median {np.median(observed):.2f}")
     lo = min([*null, *observed, margin if margin is not None else med])
     hi = max([*null, *observed, margin if margin is not None else med])
     pad = 0.05 * (hi - lo or 1.0)
     ax.set_xlim(lo - pad, hi + pad)
-    ax.set_title(f"{name}: mapped layers against the null", fontsize=10)
+    ax.set_title(f"{name}: mapped layers against the null", fontsize=10, pad=12)
     ax.set_xlabel(f"{name} of a layer pair", fontsize=9)
     ax.set_ylabel("number of layer pairs", fontsize=9)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -99,7 +102,8 @@ def _signal_figure(result, signal) -> Figure:
     past = "" if margin is None else f" {sum(v >= margin for v in observed)} of {len(observed)} mapped layers lie past the margin."
     caption = (f"{signal['name']}: " + ("left, the similarity of every layer of A with every layer of B, red squares on "
                                         "the pairs the layer map tests; right, " if arr is not None else "")
-               + "the values of the pairs that do not correspond (grey, the null) against the mapped pairs (red)."
+               + "the values of the pairs that do not correspond (grey, the null) against the mapped pairs (red lines); "
+               "the rule compares their median (red triangle) with the margin (orange dashes)."
                + past + f" p-value {p_with_null(signal.get('p_value'), null_size(signal))}.")
     alt = (f"{signal['name']}: null of {len(signal['null_values'])} values around {np.median(signal['null_values']):.2f}; "
            f"mapped layers at " + ", ".join(f"{v:.2f}" for v in observed[:12]) + ("..." if len(observed) > 12 else "")
