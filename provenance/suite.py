@@ -77,7 +77,7 @@ def _stage_compare(ctx: SuiteContext):
     """Every pair of models, on every backend's fingerprints; verdicts must agree across backends."""
     from .lineage import compare_fingerprints
     from .report.lineage import write_comparison_report
-    results, rows = [], []
+    results = []
     first = ctx.backends[0].name
     for i, a in enumerate(ctx.labels):
         for b in ctx.labels[i + 1:]:
@@ -90,24 +90,23 @@ def _stage_compare(ctx: SuiteContext):
             results.append({"a": a, "b": b, "verdict": r["verdict"], "p_value": r["p_value"], "reason": r["reason"],
                             "verdicts_by_backend": verdicts, "backends_agree": len(set(verdicts.values())) == 1,
                             "layer_map": r["layer_map"], "signals": r["signals"], "report": folder})
-            rows.append(_lineage_row(results[-1]))
-    return results, [_lineage_section(results, rows)]
+    return results, [_lineage_section(results)]
 
 
-def _lineage_row(c: dict) -> list:
+def _lineage_row(c: dict, margin_in_cell: bool) -> list:
     best = deciding_signal(c)
     effect = "n/a" if best is None or best.get("effect") is None else f"{best['effect'] + 0.0:.2f}".replace("-0.00", "0.00")
+    if margin_in_cell and best and best.get("min_effect") is not None:
+        effect += f" (margin {best['min_effect']:g})"
     return [c["a"], c["b"], c["verdict"], effect, p_with_null(c["p_value"], null_size(best)), c["reason"],
             "yes" if c["backends_agree"] else "NO", Link("report", f"{c['report']}/report.{{ext}}")]
 
 
-def _lineage_section(results: list[dict], rows: list[list]) -> Section:
+def _lineage_section(results: list[dict]) -> Section:
     sizes = [null_size(deciding_signal(c)) for c in results]
     margins = {(deciding_signal(c) or {}).get("min_effect") for c in results} - {None}
-    for row, c in zip(rows, results):  # one margin for every pair goes in the header, several beside each effect
-        best = deciding_signal(c)
-        if len(margins) > 1 and best and best.get("min_effect") is not None:
-            row[3] += f" (margin {best['min_effect']:g})"
+    # one margin for every pair goes in the header; several go beside each effect
+    rows = [_lineage_row(c, margin_in_cell=len(margins) > 1) for c in results]
     effect_header = f"effect (margin {margins.pop():g})" if len(margins) == 1 else "effect"
     text = ("Was B derived from A? Effect: how much more alike the corresponding layers are than the layers that do not "
             "correspond (median similarity minus the null's median) for the signal the p-value comes from; a derived "
