@@ -103,3 +103,19 @@ def test_every_image_loads_and_every_link_resolves_in_chromium(browser_page, bun
         for href in links:
             url = urlparse(href)
             assert url.scheme == "file" and Path(unquote(url.path)).is_file(), f"{page}: link {href} resolves to nothing"
+
+
+def test_suite_report_reads_without_a_statistician(bundle):
+    import json
+    md = (bundle / "report.md").read_text()
+    assert md.index("## Summary") < md.index("## Backends")
+    header = next(line for line in md.splitlines() if line.startswith("| A | B | verdict"))
+    assert "effect" in header and "| reason |" in header and "| p-value |" in header
+    assert not re.search(r"\d\.?\d*e-(1[3-9]|[2-9]\d)", md), "a p-value smaller than a fitted tail can mean"
+    assert "How to read the p-values" in md
+    drift = json.loads((bundle / "drift.json").read_text())
+    kernels = {r["kernel"] for r in drift["rows"]}
+    visible, folded = md.split("<details>", 1)
+    kernel_rows = [line for line in visible.split("## Drift: kernel error", 1)[1].splitlines() if line.startswith("| ")]
+    assert len(kernel_rows) == 1 + len(kernels)  # header + one row per kernel
+    assert f"every configuration ({len(drift['rows'])} rows" in folded
