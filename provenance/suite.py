@@ -86,7 +86,8 @@ def _stage_compare(ctx: SuiteContext):
             r = per_backend[first]
             verdicts = {name: x["verdict"] for name, x in per_backend.items()}
             folder = f"comparisons/{a}__{b}"
-            write_comparison_report(ctx.out / folder, r, ctx.fingerprints[(a, first)], ctx.fingerprints[(b, first)])
+            write_comparison_report(ctx.out / folder, r, ctx.fingerprints[(a, first)], ctx.fingerprints[(b, first)],
+                                    up="../../report.{ext}")  # comparisons/<pair>/ is two levels down
             results.append({"a": a, "b": b, "verdict": r["verdict"], "p_value": r["p_value"], "reason": r["reason"],
                             "verdicts_by_backend": verdicts, "backends_agree": len(set(verdicts.values())) == 1,
                             "layer_map": r["layer_map"], "signals": r["signals"], "report": folder})

@@ -143,7 +143,7 @@ def test_drift_compare_keeps_deterministic_rows_apart_when_they_differ():
 
 def test_text_links_are_relative_paths_only():
     from provenance.report.render import Section
-    hostile = "[click](javascript:alert(1)) [up](../../etc/passwd) [pair](comparisons/a__b/report.{ext})"
+    hostile = "[click](javascript:alert(1)) [abs](/etc/passwd) [pair](comparisons/a__b/report.{ext}) [up](../../report.{ext})"
     html = to_html("t", [Section("s", hostile)])
-    assert "href='javascript" not in html and "href='../" not in html
-    assert "<a href='comparisons/a__b/report.html'>pair</a>" in html
+    assert "href='javascript" not in html and "href='/" not in html
+    assert "<a href='comparisons/a__b/report.html'>pair</a>" in html and "<a href='../../report.html'>up</a>" in html

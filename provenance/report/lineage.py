@@ -151,8 +151,13 @@ def _side(side: dict, name: str) -> str:
     return f"{name} = {side.get('label') or name} ({side.get('family', '?')}, {side.get('layers', '?')} layers)"
 
 
-def summary_section(result) -> Section:
-    """The plain-language summary: what was compared, the verdict, what it means and does not mean."""
+def summary_section(result, up: str | None = None) -> Section:
+    """The plain-language summary: what was compared, the verdict, what it means and does not mean.
+
+    Args:
+        result: the comparison document.
+        up: relative target of the report this one belongs to ("../../report.{ext}"), linked at the end.
+    """
     headline, means, not_means = verdict_words(result["verdict"])
     best = deciding_signal(result)
     paras = [f"Compared: {_side(result['a'], 'A')} and {_side(result['b'], 'B')}, from their weights alone. "
@@ -176,6 +181,8 @@ def summary_section(result) -> Section:
     if result.get("anchor_note"):
         anchors += f" {result['anchor_note']}."
     paras.append(anchors)
+    if up:
+        paras.append(f"Part of a verification suite: [the suite's report]({up}) has every pair.")
     return Section(f"Summary: {result['verdict']}", "\n\n".join(paras), lead=True)
 
 
@@ -225,12 +232,13 @@ def _layers_section(result, calibrated, figures) -> Section:
     return Section("Layer map and evidence per signal", text, headers, rows, figures)
 
 
-def comparison_sections(result, fa=None, fb=None) -> list[Section]:
+def comparison_sections(result, fa=None, fb=None, up: str | None = None) -> list[Section]:
     """Every section of a comparison report.
 
     Args:
         result: the document `compare_fingerprints` returns.
         fa, fb: the two fingerprints, read for sigma-curves when the result does not carry them.
+        up: relative target of the report this one belongs to, if any.
 
     Returns:
         Sections in reading order: summary, signals, layer map with one figure per calibrated signal, what each
@@ -238,7 +246,7 @@ def comparison_sections(result, fa=None, fb=None) -> list[Section]:
     """
     la, lb = result["a"].get("label") or "A", result["b"].get("label") or "B"
     calibrated = _calibrated(result)
-    sections = [summary_section(result), _signals_section(result),
+    sections = [summary_section(result, up), _signals_section(result),
                 _layers_section(result, calibrated, [_signal_figure(result, s) for s in calibrated]),
                 _signal_notes_section(result)]
     curves = _curves(result, fa, fb)
@@ -250,12 +258,13 @@ def comparison_sections(result, fa=None, fb=None) -> list[Section]:
     return sections
 
 
-def write_comparison_report(directory: Path, result, fa=None, fb=None) -> None:
+def write_comparison_report(directory: Path, result, fa=None, fb=None, up: str | None = None) -> None:
     """report.md, report.html and figures/ for one comparison.
 
     Args:
         directory: where to write.
         result: the comparison document.
         fa, fb: the fingerprints compared (optional; used for sigma-curves the result does not carry).
+        up: relative target of the report this one belongs to ("../../report.{ext}" inside a suite bundle).
     """
-    write_report(Path(directory), "provenance lineage comparison", comparison_sections(result, fa, fb))
+    write_report(Path(directory), "provenance lineage comparison", comparison_sections(result, fa, fb, up))

@@ -133,8 +133,8 @@ def to_markdown(title: str, sections: list[Section]) -> str:
     return "\n".join(out)
 
 
-# a link target the reports write themselves: a relative path inside the report's folder, no scheme
-SAFE_TARGET = r"(?!\.\.)(?:[A-Za-z0-9_][A-Za-z0-9._-]*/)*[A-Za-z0-9_][A-Za-z0-9._-]*(?:\.\{ext\})?"
+# a link target the reports write themselves: a relative path (up to a bundle's root at most), no scheme
+SAFE_TARGET = r"(?:\.\./)*(?:[A-Za-z0-9_][A-Za-z0-9._-]*/)*[A-Za-z0-9_][A-Za-z0-9._-]*(?:\.\{ext\})?"
 
 
 def _html_text(text: str) -> str:
