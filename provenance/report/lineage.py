@@ -167,11 +167,11 @@ def summary_section(result, up: str | None = None) -> Section:
     if best is not None and best.get("effect") is not None and best.get("observed"):
         med_null = float(np.median(best["null_values"])) if best.get("null_values") else None
         paras.append(
-            f"Strongest evidence: {best['name']}. On the {len(best['observed'])} corresponding layer pairs its median is "
+            f"Strongest signal: {best['name']}. On the {len(best['observed'])} corresponding layer pairs its median is "
             f"{np.median(best['observed']):.2f}" + ("" if med_null is None else f", against {med_null:.2f} for the layer "
                                                     "pairs that do not correspond")
             + f": an effect of {best['effect']:.2f}" + ("" if best.get("min_effect") is None else
-                                                        f" (the rule asks for at least {best['min_effect']:g})")
+                                                        f" (a derived verdict needs at least {best['min_effect']:g})")
             + f", p-value {p_with_null(best['p_value'], null_size(best))}.")
     direction = result.get("direction")
     if direction is not None:
