@@ -20,7 +20,8 @@ from .model import inspect_model
 from .progress import Progress
 from .report.drift import drift_sections
 from .report.lineage import write_comparison_report
-from .report.render import Section, write_report
+from .report.render import Link, Section, write_report
+from .report.wording import VERDICT_WORDS, deciding_signal, null_size, p_value_note, p_with_null, verdict_words
 from .schemas import stamp
 from .zoo import DEMO_MODELS, TRANSFORMS, build_many, parse_name
 
@@ -79,7 +80,7 @@ def _stage_fingerprint(ctx: SuiteContext):
 
 def _stage_compare(ctx: SuiteContext):
     """Every pair of models, on every backend's fingerprints; verdicts must agree across backends."""
-    results, rows = [], []
+    results = []
     first = ctx.backends[0].name
     for i, a in enumerate(ctx.labels):
         for b in ctx.labels[i + 1:]:
@@ -88,16 +89,36 @@ def _stage_compare(ctx: SuiteContext):
             r = per_backend[first]
             verdicts = {name: x["verdict"] for name, x in per_backend.items()}
             folder = f"comparisons/{a}__{b}"
-            write_comparison_report(ctx.out / folder, r, ctx.fingerprints[(a, first)], ctx.fingerprints[(b, first)])
-            sig = next(s["statistic"] for s in r["signals"] if s["name"] == "sigma_curves")
+            write_comparison_report(ctx.out / folder, r, ctx.fingerprints[(a, first)], ctx.fingerprints[(b, first)],
+                                    up="../../report.{ext}")  # comparisons/<pair>/ is two levels down
             results.append({"a": a, "b": b, "verdict": r["verdict"], "p_value": r["p_value"], "reason": r["reason"],
                             "verdicts_by_backend": verdicts, "backends_agree": len(set(verdicts.values())) == 1,
                             "layer_map": r["layer_map"], "signals": r["signals"], "report": folder})
-            rows.append([a, b, r["verdict"], "n/a" if r["p_value"] is None else r["p_value"],
-                         "n/a" if sig is None else sig, "yes" if len(set(verdicts.values())) == 1 else "NO", folder])
-    text = ("Was B derived from A? Each pair's full report, with plots, is in its folder. The sigma-curve "
-            "correlation is shown for reference only: it is not evidence on its own.")
-    return results, [Section("Lineage", text, ["A", "B", "verdict", "p-value", "sigma-curve corr", "backends agree", "report"], rows)]
+    return results, [_lineage_section(results)]
+
+
+def _lineage_row(c: dict, margin_in_cell: bool) -> list:
+    best = deciding_signal(c)
+    effect = "n/a" if best is None or best.get("effect") is None else f"{best['effect'] + 0.0:.2f}".replace("-0.00", "0.00")
+    if margin_in_cell and best and best.get("min_effect") is not None:
+        effect += f" (margin {best['min_effect']:g})"
+    return [c["a"], c["b"], c["verdict"], effect, p_with_null(c["p_value"], null_size(best)), c["reason"],
+            "yes" if c["backends_agree"] else "NO", Link("report", f"{c['report']}/report.{{ext}}")]
+
+
+def _lineage_section(results: list[dict]) -> Section:
+    sizes = [null_size(deciding_signal(c)) for c in results]
+    margins = {(deciding_signal(c) or {}).get("min_effect") for c in results} - {None}
+    # one margin for every pair goes in the header; several go beside each effect
+    rows = [_lineage_row(c, margin_in_cell=len(margins) > 1) for c in results]
+    effect_header = f"effect (margin {margins.pop():g})" if len(margins) == 1 else "effect"
+    text = ("Was B derived from A? Effect: how much more alike the corresponding layers are than the layers that do not "
+            "correspond (median similarity minus the null's median) for the signal the p-value comes from; a derived "
+            "verdict needs it above its margin as well as a small p-value. Each pair's report explains its verdict, with "
+            "plots.")
+    note = p_value_note(min((n for n in sizes if n), default=None))
+    return Section("Lineage", text + ("\n\nHow to read the p-values: " + note if note else ""),
+                   ["A", "B", "verdict", effect_header, "p-value", "reason", "backends agree", "report"], rows)
 
 
 def _stage_drift(ctx: SuiteContext):
@@ -110,7 +131,9 @@ def _stage_drift(ctx: SuiteContext):
     summary = {"file": "drift.json", "rows": len(report["rows"]),
                "all_verdicts_stable": all(v["stable"] for v in report["verdicts"]),
                "min_margin_to_drift": min((v["margin_to_drift"] for v in report["verdicts"] if v["margin_to_drift"]), default=None)}
-    return summary, drift_sections(report)
+    sections = drift_sections(report)
+    sections[0].text += " Every number is in [drift.json](drift.json)."
+    return summary, sections
 
 
 # name -> stage function; run in order, each sees the results of those before it
@@ -181,11 +204,34 @@ def run_suite(models: list[str], out: Path, backend_names: list[str] | None = No
 
 
 def _summary_section(bundle: dict, descriptions: dict[str, str] | None) -> Section:
-    text = (f"{bundle['summary']}. Identity records of the backends are in identity/, content hashes of the inputs in "
-            "inputs.json, every number below in suite.json. A derived verdict is evidence of shared lineage, not proof; "
-            "weights cannot say which model came first, and distillation leaves no trace in them.")
+    """The plain-language summary: what was compared, the verdicts, what they mean and do not mean."""
+    models = len(bundle["inputs"])
+    compare = bundle.get("compare") or []
+    paras = [f"Compared: {models} models (listed below), every pair of them ({len(compare)} pairs), from their weights "
+             f"alone, on {', '.join(bundle['identity'])}."]
+    if compare:
+        verdicts = [c["verdict"] for c in compare]
+        counts = ", ".join(f"{verdicts.count(v)} {v}" for v in VERDICT_WORDS if v in verdicts)
+        counts += "".join(f", {verdicts.count(v)} {v}" for v in sorted(set(verdicts) - set(VERDICT_WORDS)))
+        same = all(c["backends_agree"] for c in compare)
+        paras.append(f"Verdicts: {counts}. " + ("Each verdict was the same on every backend." if same else
+                                                "Backends DISAGREE on some verdicts: see the lineage table."))
+    drift = bundle.get("drift")
+    if drift is not None:
+        paras.append(f"Hardware: drift not measured ({drift['skipped']})." if "skipped" in drift else
+                     "Hardware: every verdict stayed the same when computed in reduced precision (drift below)."
+                     if drift["all_verdicts_stable"] else "Hardware: a verdict CHANGES under reduced precision (drift below).")
+    paras.append("The evidence behind each verdict is in the lineage table and each pair's report. Identity records of the "
+                 "backends are in identity/, content hashes of the inputs in [inputs.json](inputs.json), every number in "
+                 "[suite.json](suite.json).")
+    items = []
+    for v in dict.fromkeys([*(v for v in VERDICT_WORDS if any(c["verdict"] == v for c in compare)),
+                            *(c["verdict"] for c in compare)]):
+        headline, means, not_means = verdict_words(v)
+        pairs = ", ".join(f"[{c['a']} vs {c['b']}]({c['report']}/report.{{ext}})" for c in compare if c["verdict"] == v)
+        items.append((f"{v}, {headline}", f"{means} {not_means} Pairs: {pairs}."))
     rows = [[i["label"], (descriptions or {}).get(i["label"], i["path"]), i["content_hash"][:16]] for i in bundle["inputs"]]
-    return Section("Summary", text, ["model", "what it is", "content hash"], rows)
+    return Section("Summary", "\n\n".join(paras), ["model", "what it is", "content hash"], rows, items=items, lead=True)
 
 
 def summarize(bundle: dict) -> str:

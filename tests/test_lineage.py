@@ -78,8 +78,9 @@ def test_compare_json_contract_and_fail_on(zoo, tmp_path, capsys):
     for s in r["signals"]:
         assert {"name", "statistic", "p_value", "used", "note"} <= set(s)
     assert {"content_hash", "family", "layers"} <= set(r["a"]) and r["backend"]["backend"] == "cpu"
-    assert sorted(p.name for p in (tmp_path / "rep" / "figures").iterdir()) == [
-        "layer_similarity.png", "null_distributions.png", "sigma_curves.png"]
+    figures = {p.name for p in (tmp_path / "rep" / "figures").iterdir()}
+    calibrated = {f"signal_{s['name']}.png" for s in r["signals"] if s.get("null_values")}
+    assert calibrated and figures == calibrated | {"sigma_curves.png"}  # one figure per calibrated signal
     assert "Verdict: derived" in (tmp_path / "rep" / "report.md").read_text()
     assert main(["--quiet", "compare", str(a), str(b), "--fail-on", "derived"]) == 1
     assert main(["--quiet", "compare", str(a), str(b), "--fail-on", "independent"]) == 0
