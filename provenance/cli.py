@@ -84,10 +84,10 @@ def fingerprint(model: Path = typer.Argument(..., help="Checkpoint file or direc
                 vocab: Optional[Path] = typer.Option(None, "--vocab", help=VOCAB_HELP)):
     """Stream a checkpoint once and write its portable fingerprint."""
     from .fingerprint import fingerprint_model
-    from .suite import refuse_model_dirs
+    from .outputs import refuse_outputs
     if not output.name.endswith(".safetensors"):
         raise typer.BadParameter("the output name must end in .safetensors", param_hint="--output")
-    refuse_model_dirs(output.parent, [str(model)])
+    refuse_outputs([output], [model])
     fp = fingerprint_model(model, _backend(backend), label=label or model.name, progress=not STATE["quiet"], vocab_file=vocab)
     fp.save(output)
     typer.echo(f"fingerprint of {model} ({fp.num_layers} layers, {fp.doc['settings']['n_anchors']} anchors) written to {output}")
@@ -174,10 +174,8 @@ def drift(args: Optional[List[str]] = typer.Argument(None, help="MODEL... (defau
 
 def _refuse_targets(output: Path | None, report: Path | None, models) -> None:
     """Checked before any work: outputs never go inside a model directory."""
-    from .suite import refuse_model_dirs
-    for target in (output.parent if output is not None else None, report):
-        if target is not None:
-            refuse_model_dirs(target, list(models))
+    from .outputs import refuse_outputs
+    refuse_outputs([output, report], models)
 
 
 def _save(result: dict, output: Path | None, report: Path | None, write_report) -> None:
@@ -211,6 +209,8 @@ def _drift_compare(paths: list[Path], output, report, as_json):
                        f"  ratio {ratio:>8}  {row['status']}")
         for v in r["verdicts"]:
             typer.echo(f"{' vs '.join(v['pair'])}: {v['reference_verdict']} / {v['verdict']}  {'agree' if v['agree'] else 'DISAGREE'}")
+        if r.get("inputs_note"):
+            typer.echo(f"note: {r['inputs_note']}")
         typer.echo(f"drift comparison: {r['status']} {r['counts']}")
     _emit(result, as_json, human)
     return errors.CHECK_FAILED if result["status"] == "fail" else 0

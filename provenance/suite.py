@@ -12,8 +12,8 @@ from typing import Callable
 
 from . import __version__
 from .atomic import write_json
-from .errors import UnsafeInput
 from .model import inspect_model
+from .outputs import refuse_outputs
 from .progress import Progress
 from .report.render import Section, write_report
 from .schemas import SCHEMA_VERSIONS
@@ -145,20 +145,12 @@ def _labels(models: list[str]) -> list[str]:
     return labels
 
 
-def refuse_model_dirs(out: Path, models: list[str]) -> None:
-    target = out.resolve()
-    for m in models:
-        model_dir = Path(m).resolve() if Path(m).is_dir() else Path(m).resolve().parent
-        if target == model_dir or model_dir in target.parents:
-            raise UnsafeInput(f"refusing to write the bundle inside the model directory {model_dir}", out)
-
-
 def run_suite(models: list[str], out: Path, backend_names: list[str] | None = None, progress: bool = True,
               labels: list[str] | None = None, descriptions: dict[str, str] | None = None,
               vocab_file: Path | None = None) -> dict:
     from backends import available_backends, get_backend
     out = Path(out)
-    refuse_model_dirs(out, models)
+    refuse_outputs([out], models)
     chosen = [get_backend(n) for n in backend_names] if backend_names else available_backends()
     ctx = SuiteContext(models, labels or _labels(models), chosen, out, progress, vocab_file=vocab_file)
     tracker = Progress(len(STAGES), "suite", progress)
