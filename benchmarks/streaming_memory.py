@@ -5,7 +5,10 @@ processes: (1) the fingerprint pass, which reads one tensor at a time; (2) the b
 loads every tensor into memory first (what a load-the-whole-model tool does), then fingerprints
 the same weights. Prints peak resident memory of each and the ratios.
 
-    python benchmarks/streaming_memory.py [--layers 8] [--hidden 1024] [--ffn 2816]
+    python benchmarks/streaming_memory.py [--layers 8] [--hidden 1024] [--ffn 2816] [--threads 1]
+
+Both children run torch on the same thread count (default 1, so that a shared 2-core machine is not
+oversubscribed), so the time ratio compares streaming with loading, not one scheduler with another.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ import torch
 from provenance.backends import get_backend
 from provenance.fingerprint import fingerprint_view
 from provenance.model import open_model
-mode, path = sys.argv[1], sys.argv[2]
+mode, path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(threads)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 view = open_model(path)
@@ -73,13 +77,14 @@ def main() -> int:
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--ffn", type=int, default=2816)
     ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads in both children (default 1)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         total, largest = write_checkpoint(Path(tmp), args.layers, args.hidden, args.ffn, args.vocab)
         results = {}
         for mode in ("full-load", "streaming"):
-            out = subprocess.run([sys.executable, "-c", CHILD, mode, tmp], capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, "-c", CHILD, mode, tmp, str(args.threads)], capture_output=True, text=True, check=True)
             results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     s, f = results["streaming"], results["full-load"]
     s_extra, f_extra = s["peak_rss_mb"] - s["import_rss_mb"], f["peak_rss_mb"] - f["import_rss_mb"]

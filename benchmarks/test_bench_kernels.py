@@ -1,7 +1,8 @@
 """The fingerprint and lineage kernels on every available backend, fp32, on real zoo weights.
 
 Run: python -m pytest benchmarks/test_bench_kernels.py --benchmark-only
-Each kernel's float64 CPU run (the drift golden) is benchmarked in the same session as its baseline.
+Each kernel's float64 CPU run (the drift golden) is benchmarked in the same session as its baseline:
+compare a kernel's fp32 time with its float64 time, never an absolute time across machines.
 """
 import pytest
 import torch
@@ -12,6 +13,17 @@ from provenance.model import open_model
 from provenance.zoo import build
 
 BACKENDS = {b.name: b for b in available_backends()}
+# The kernels run on one zoo layer (small matrices): one thread is fastest and keeps a shared 2-core machine
+# from oversubscribing; fp32 and its float64 baseline run on the same count, so their ratio is fair.
+THREADS = 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pinned_threads():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,12 @@ from .fingerprint import Fingerprint, fingerprint_model, is_fingerprint_file, lo
 from .io.base import read_json_file
 from .lineage import compare_fingerprints
 from .model import inspect_model
+from .outputs import refuse_outputs
 from .report.drift import write_drift_comparison, write_drift_report
 from .report.lineage import write_comparison_report
 from .report.schemas import errors as schema_errors
 from .schemas import stamp
-from .suite import refuse_model_dirs, run_demo, run_suite
+from .suite import run_demo, run_suite
 from .zoo import DEMO_MODELS, build_many
 
 DEFAULT_DTYPES = ("fp32", "bf16", "fp16")
@@ -106,18 +107,6 @@ class SuiteResult(Result):
         return self.document["summary"]
 
 
-def refuse_targets(outputs: Sequence[Path | None], models: Sequence[str | Path]) -> None:
-    """Checked before any work: no output (file or directory) goes inside a model directory.
-
-    Args:
-        outputs: directories to write into (None entries are skipped).
-        models: the model paths that must stay untouched.
-    """
-    for target in outputs:
-        if target is not None:
-            refuse_model_dirs(Path(target), [str(m) for m in models])
-
-
 def _backend(backend: str | Backend) -> Backend:
     return get_backend(backend) if isinstance(backend, str) else backend
 
@@ -186,7 +175,7 @@ def fingerprint(path: str | Path, output: str | Path | None = None, *, backend: 
         output = Path(output)
         if not output.name.endswith(".safetensors"):
             raise ValueError(f"{output}: the output name must end in .safetensors")
-        refuse_targets([output.parent], [path])
+        refuse_outputs([output], [path])
     engine = _backend(backend)
     extra = {"record_path": True} if keep_path else {}
     fp = fingerprint_model(path, engine, label=label or path.name, progress=progress, vocab_file=vocab, **extra)
@@ -216,7 +205,7 @@ def compare(a: str | Path, b: str | Path, *, backend: str | Backend = "cpu", voc
         identity record of the backend that fingerprinted any checkpoint given directly.
     """
     a, b = Path(a), Path(b)
-    refuse_targets([report], [p for p in (a, b) if not is_fingerprint_file(p)])
+    refuse_outputs([report], [p for p in (a, b) if not is_fingerprint_file(p)])
     engine = _backend(backend)
     fa = load_or_fingerprint(a, engine, vocab=vocab, progress=progress)
     fb = load_or_fingerprint(b, engine, vocab=vocab, progress=progress)
@@ -247,7 +236,7 @@ def drift(models: Sequence[str | Path] | None = None, *, backends: Sequence[str]
     """
     if models:
         paths, labels = [str(m) for m in models], [Path(m).name for m in models]
-        refuse_targets([Path(output).parent if output else None, report], paths)
+        refuse_outputs([output, report], paths)
     else:
         built = build_many(DEMO_MODELS)
         paths, labels = [str(built[n]) for n in DEMO_MODELS], list(DEMO_MODELS)
@@ -350,5 +339,5 @@ def _save(doc: dict, output, report, write_report) -> list[Path]:
 
 __all__ = ["Result", "BackendsResult", "InspectResult", "FingerprintResult", "CompareResult", "DriftResult",
            "DriftCompareResult", "SuiteResult", "backends", "inspect", "fingerprint", "compare", "drift",
-           "drift_compare", "suite", "demo", "load_or_fingerprint", "read_drift_report", "refuse_targets"]
+           "drift_compare", "suite", "demo", "load_or_fingerprint", "read_drift_report"]
 

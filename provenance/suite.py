@@ -13,10 +13,11 @@ from typing import Callable
 from .atomic import write_json
 from .backends import available_backends, describe_backends, get_backend
 from .drift import run_drift
-from .errors import UnsafeInput, Unsupported
+from .errors import Unsupported
 from .fingerprint import fingerprint_model
 from .lineage import compare_fingerprints
 from .model import inspect_model
+from .outputs import refuse_outputs
 from .progress import Progress
 from .report.drift import drift_sections
 from .report.lineage import write_comparison_report
@@ -167,19 +168,11 @@ def _labels(models: list[str]) -> list[str]:
     return labels
 
 
-def refuse_model_dirs(out: Path, models: list[str]) -> None:
-    target = out.resolve()
-    for m in models:
-        model_dir = Path(m).resolve() if Path(m).is_dir() else Path(m).resolve().parent
-        if target == model_dir or model_dir in target.parents:
-            raise UnsafeInput(f"refusing to write the bundle inside the model directory {model_dir}", out)
-
-
 def run_suite(models: list[str], out: Path, backend_names: list[str] | None = None, progress: bool = True,
               labels: list[str] | None = None, descriptions: dict[str, str] | None = None,
               vocab_file: Path | None = None) -> dict:
     out = Path(out)
-    refuse_model_dirs(out, models)
+    refuse_outputs([out], models)
     chosen = [get_backend(n) for n in backend_names] if backend_names else available_backends()
     ctx = SuiteContext(models, labels or _labels(models), chosen, out, progress, vocab_file=vocab_file)
     sections = []

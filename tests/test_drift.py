@@ -1,5 +1,6 @@
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ import torch
 from provenance import errors
 from provenance.cli import main
 from provenance.drift import check_determinism, compare_reports, run_drift
+from provenance.drift.compare import cpu_capability
 from provenance.drift.emulation import round_mantissa
 from provenance.errors import IncompatibleInputs
 
@@ -103,6 +105,7 @@ def test_drift_compare_passes_identical_and_fails_worse(report, tmp_path):
 def test_drift_compare_refuses_reports_of_different_inputs(report, tmp_path, capsys):
     other = copy.deepcopy(report)
     other["inputs"]["models"][0]["content_hash"] = "0" * 64
+    other["inputs"]["models"][0]["recipe"]["model"] = "base-s9"  # not the same zoo model rebuilt
     with pytest.raises(IncompatibleInputs):
         compare_reports([report, other], ["a", "b"])
     (tmp_path / "a.json").write_text(json.dumps(report))
@@ -130,15 +133,98 @@ def test_drift_never_writes_into_a_model_directory(zoo):
     assert rc == errors.UNSAFE and sorted(p.name for p in model.iterdir()) == before
 
 
-def test_committed_cpu_drift_report_is_reproducible_here(zoo):
-    """A fresh zoo build has the committed report's inputs, bit for bit, and reaches the same verdicts.
-    (Error ratios are not asserted: another CPU model may legitimately round differently.)"""
-    from pathlib import Path
-    committed = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "drift_cpu.json").read_text())
+COMMITTED = Path(__file__).parents[1] / "benchmarks" / "results" / "drift_cpu.json"
+FP32_MEDIAN_CLASS = 1e-6  # fp32 kernels against the float64 golden: a few ulps at most, on any x86-64 CPU
+
+
+@pytest.fixture(scope="module")
+def committed_vs_here(zoo):
+    """The shipped CPU drift report, one made here on the same zoo recipes, and their comparison. The zoo rebuilt
+    here may differ in bits from the shipped one (AVX2, AVX-512 and CPU vendors round training differently)."""
+    committed = json.loads(COMMITTED.read_text())
     labels = [m["label"] for m in committed["inputs"]["models"]]
     fresh = run_drift([str(zoo(n)) for n in labels], labels, ["cpu"], ["fp32"], progress=False)
-    result = compare_reports([committed, fresh], ["committed", "fresh"])  # raises on different inputs
+    return committed, fresh, compare_reports([committed, fresh], ["committed", "fresh"])
+
+
+def test_committed_drift_report_compares_with_one_made_here(committed_vs_here):
+    committed, fresh, result = committed_vs_here
+    assert len(result["verdicts"]) == 6 and all(v["agree"] for v in result["verdicts"])
+    assert [v["verdict"] for v in result["verdicts"]] == [v["verdict"] for v in committed["verdicts"]]
+    assert all(m["recipe"]["model"] == m["label"] for m in committed["inputs"]["models"] + fresh["inputs"]["models"])
+    same_bytes = [m["content_hash"] for m in committed["inputs"]["models"]] == [m["content_hash"] for m in fresh["inputs"]["models"]]
+    if same_bytes:
+        assert result["inputs_note"] is None
+    else:
+        assert "same zoo recipes" in result["inputs_note"] and cpu_capability(fresh) in result["inputs_note"]
+    assert result["cpu_capabilities"]["fresh"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_committed_and_fresh_fp32_errors_are_in_the_fp32_class(committed_vs_here):
+    committed, fresh, result = committed_vs_here
+    for report in (committed, fresh):
+        fp32 = rows(report, backend="cpu", dtype="fp32", mode="ieee", emulated=False)
+        assert len(fp32) == 16 and all(r["median_rel_err"] < FP32_MEDIAN_CLASS for r in fp32)
+    compared = [r for r in result["rows"] if r["dtype"] == "fp32" and r["mode"] == "ieee"]
+    assert len(compared) == 16 and all(r["ratio"] is not None for r in compared)
+
+
+def test_same_recipe_on_another_cpu_is_compared_with_a_note_naming_both_capabilities(report):
+    other = copy.deepcopy(report)
+    for m in other["inputs"]["models"]:
+        m["content_hash"] = "f" * 64
+    other["inputs"]["kernel_inputs_sha256"] = "e" * 64
+    other["golden"]["identity"]["cpu_capability"] = "OTHER_ISA"
+    result = compare_reports([report, other], ["ref", "rebuilt"])
+    here = torch.backends.cpu.get_cpu_capability()
+    assert f"ref: {here}, rebuilt: OTHER_ISA" in result["inputs_note"] and "equivalent, not identical" in result["inputs_note"]
     assert result["verdicts"] and all(v["agree"] for v in result["verdicts"])
+
+
+def test_other_recipes_are_refused_naming_the_cpu_capabilities(report, tmp_path, capsys):
+    other = copy.deepcopy(report)
+    other["inputs"]["models"][0]["content_hash"] = "0" * 64
+    other["inputs"]["models"][0]["recipe"] = {**other["inputs"]["models"][0]["recipe"], "model": "base-s7"}
+    other["golden"]["identity"]["cpu_capability"] = "OTHER_ISA"
+    (tmp_path / "a.json").write_text(json.dumps(report))
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    rc = main(["drift", "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == errors.INCOMPATIBLE and "other models" in err and "OTHER_ISA" in err and len(err.splitlines()) == 1
+    del other["inputs"]["models"][0]["recipe"]  # a model that is not from the zoo: bytes are all there is
+    with pytest.raises(IncompatibleInputs):
+        compare_reports([report, other], ["a", "b"])
+
+
+REBUILD_UNDER_AVX2 = """
+import json, sys
+from provenance.drift import run_drift
+from provenance.zoo import build
+path = str(build("base-s0"))
+json.dump(run_drift([path, path], ["base-s0", "base-s0-again"], ["cpu"], ["fp32"], progress=False), open(sys.argv[1], "w"))
+"""
+
+
+def test_a_zoo_model_rebuilt_under_avx2_compares_with_one_built_here(zoo, tmp_path, capsys):
+    """torch honours ATEN_CPU_CAPABILITY=avx2 set before it starts: the same recipe built on the AVX2 code path,
+    whose bits differ from AVX-512's, still compares (on an AVX2 machine the bytes are simply the same)."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "PROVENANCE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", REBUILD_UNDER_AVX2, str(tmp_path / "avx2.json")], env=env, check=True, timeout=600)
+    avx2 = json.loads((tmp_path / "avx2.json").read_text())
+    assert avx2["golden"]["identity"]["cpu_capability"] == "AVX2"
+    assert avx2["golden"]["identity"]["cpu_capability_override"] == "avx2"
+    path = str(zoo("base-s0"))
+    here = run_drift([path, path], ["base-s0", "base-s0-again"], ["cpu"], ["fp32"], progress=False)
+    (tmp_path / "here.json").write_text(json.dumps(here))
+    rc = main(["drift", "compare", str(tmp_path / "here.json"), str(tmp_path / "avx2.json")])
+    out = capsys.readouterr().out
+    assert rc in (0, errors.CHECK_FAILED)  # a kernel's error ratio may legitimately differ; the inputs are accepted
+    rebuilt = here["inputs"]["models"][0]["content_hash"] != avx2["inputs"]["models"][0]["content_hash"]
+    assert ("equivalent, not identical" in out) == rebuilt
+    assert rebuilt or torch.backends.cpu.get_cpu_capability() == "AVX2"
 
 
 def test_models_that_cannot_feed_the_kernels_are_unsupported_not_a_crash(tmp_path, capsys):

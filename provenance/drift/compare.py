@@ -3,7 +3,8 @@
 As msprobe's benchmark-ratio method: each kernel's error against the shared float64 golden on
 one machine, divided by the same kernel's error on the reference machine (the first report):
 <= 1 pass, 1-2 warn, above 2 fail. Errors below one unit of the dtype's precision count as
-equal. Verdicts must agree. Reports computed from different inputs are refused.
+equal. Verdicts must agree. Reports computed from different inputs are refused, except zoo models
+rebuilt from the same recipe: their bytes differ across CPU instruction sets, and the result says so.
 """
 from __future__ import annotations
 
@@ -37,14 +38,50 @@ def _status(ratio: float) -> str:
     return "fail"
 
 
-def check_same_inputs(reports: list[dict], names: list[str]) -> None:
+def cpu_capability(report: dict) -> str:
+    """The instruction set torch dispatched to where the report was made (its golden run is always on the CPU)."""
+    ident = (report.get("golden") or {}).get("identity") or (report.get("identity") or {}).get("cpu") or {}
+    return str(ident.get("cpu_capability") or "unknown")
+
+
+def _recipes(inputs: dict) -> list | None:
+    """Each model's label and zoo recipe, in order; None when any model has no recipe."""
+    out = [(m.get("label"), m.get("recipe")) for m in inputs["models"]]
+    return None if any(r is None for _, r in out) else out
+
+
+def check_same_inputs(reports: list[dict], names: list[str]) -> str | None:
+    """Refuse reports measured on different inputs.
+
+    Args:
+        reports: drift reports; the first is the reference.
+        names: a name for each report, used in messages.
+    Returns:
+        None when every report read byte-identical inputs; a note when some read models rebuilt from the same
+        zoo recipes (other bytes: training on another instruction set rounds differently).
+    Raises:
+        IncompatibleInputs: the models or the kernel inputs differ and no shared recipe explains it.
+    """
     ref = reports[0]["inputs"]
+    ref_cap = cpu_capability(reports[0])
+    notes = []
     for report, name in zip(reports[1:], names[1:]):
         inputs = report["inputs"]
-        if [m["content_hash"] for m in inputs["models"]] != [m["content_hash"] for m in ref["models"]]:
-            raise IncompatibleInputs(f"{name} was measured on other models than {names[0]}")
-        if inputs["kernel_inputs_sha256"] != ref["kernel_inputs_sha256"]:
-            raise IncompatibleInputs(f"{name} was measured on other kernel inputs than {names[0]}")
+        cap = cpu_capability(report)
+        caps = f"{names[0]}: {ref_cap}, {name}: {cap}"
+        if [m["content_hash"] for m in inputs["models"]] == [m["content_hash"] for m in ref["models"]]:
+            if inputs["kernel_inputs_sha256"] != ref["kernel_inputs_sha256"]:
+                raise IncompatibleInputs(f"{name} was measured on other kernel inputs than {names[0]}")
+            continue
+        recipes = _recipes(inputs)
+        if recipes is None or recipes != _recipes(ref):
+            differ = f" (and the CPU capabilities differ: {caps})" if cap != ref_cap else ""
+            raise IncompatibleInputs(f"{name} was measured on other models than {names[0]}{differ}")
+        where = (f"on machines whose CPU capabilities differ ({caps})" if cap != ref_cap
+                 else f"on machines of the same CPU capability ({cap}) whose bits still differ")
+        notes.append(f"inputs rebuilt from the same zoo recipes {where}: kernel errors are compared on "
+                     "equivalent, not identical, weights")
+    return "; ".join(notes) or None
 
 
 def compare_reports(reports: list[dict], names: list[str]) -> dict:
@@ -53,7 +90,7 @@ def compare_reports(reports: list[dict], names: list[str]) -> dict:
     for report, name in zip(reports, names):
         if str(report.get("schema_version", "")).split(".")[0] != SCHEMA_VERSIONS["drift"].split(".")[0]:
             raise MalformedInput(f"not a drift report of schema {SCHEMA_VERSIONS['drift']}", name)
-    check_same_inputs(reports, names)
+    inputs_note = check_same_inputs(reports, names)
     ref_backend = _primary_backend(reports[0])
     ref_rows = {_key(r): r for r in reports[0]["rows"] if r["backend"] == ref_backend and not r["emulated"]}
     rows = []
@@ -88,5 +125,6 @@ def compare_reports(reports: list[dict], names: list[str]) -> dict:
     counts = {s: sum(r["status"] == s for r in rows) for s in ("pass", "warn", "fail")}
     failed = counts["fail"] > 0 or not all(v["agree"] for v in verdicts) or not rows
     return {"schema_version": SCHEMA_VERSIONS["drift_compare"], "reports": names, "reference": names[0],
+            "inputs_note": inputs_note, "cpu_capabilities": {n: cpu_capability(r) for r, n in zip(reports, names)},
             "reference_backend": ref_backend, "rows": rows, "verdicts": verdicts, "counts": counts,
             "status": "fail" if failed else ("warn" if counts["warn"] else "pass")}

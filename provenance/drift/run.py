@@ -203,6 +203,19 @@ def kernel_pair(views: dict) -> tuple[str, str]:
     raise Unsupported("drift kernels need a dense model with separate q/k/v/o and up/down projections in layer 0")
 
 
+RECIPE_KEY = "provenance_zoo_recipe"  # what the embedded zoo writes into config.json
+
+
+def _input_record(label: str, view) -> dict:
+    """An input by content hash and, for a zoo model, by the recipe it was built from: the same recipe gives
+    equivalent but not bit-identical weights on CPUs of another instruction set."""
+    record = {"label": label, "content_hash": view.source.content_hash()}
+    recipe = view.source.config.get(RECIPE_KEY)
+    if isinstance(recipe, dict):
+        record["recipe"] = recipe
+    return record
+
+
 def run_drift(models: list[str], labels: list[str], backend_names: list[str] | None, dtype_names: list[str],
               progress: bool = True) -> dict:
     backends = [get_backend(n) for n in backend_names] if backend_names else available_backends()
@@ -228,7 +241,7 @@ def run_drift(models: list[str], labels: list[str], backend_names: list[str] | N
     identities.update({c.backend.name: c.backend.identity() for c in cfgs if c.emulated})
     return {
         "schema_version": SCHEMA_VERSIONS["drift"],
-        "inputs": {"models": [{"label": l, "content_hash": views[l].source.content_hash()} for l in labels],
+        "inputs": {"models": [_input_record(l, views[l]) for l in labels],
                    "kernel_inputs_sha256": _digest(inputs), "kernel_layer": 0, "kernel_models": [first, second]},
         "identity": identities,
         "golden": {"backend": "cpu", "dtype": "float64", "identity": CpuBackend().identity()},

@@ -1,10 +1,11 @@
 """Checkpoint readers. `open_source(path)` picks one by what the path holds."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..errors import InputNotFound, MalformedInput, Unsupported
-from .base import TensorInfo, TensorSource, confined, read_json_file
+from .base import HF_REPO_PREFIXES, HF_SNAPSHOTS, TensorInfo, TensorSource, confined, read_json_file
 from .gguf_reader import open_gguf
 from .onnx_reader import open_onnx
 from .safetensors_reader import open_safetensors
@@ -20,6 +21,30 @@ FORMATS = {
 # file magic -> format, for files whose suffix says nothing useful
 MAGIC = {b"GGUF": "gguf"}
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt")
+REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # what refs/main may hold: a commit hash, no path
+MAX_REF_BYTES = 256
+
+
+def resolve_hf_repository(path: Path) -> Path:
+    """A Hugging Face cache repository folder (models--org--name/) stands for the snapshot its refs/main names
+    (or its only snapshot when it has no refs/main); any other path is returned as it is."""
+    if not (path.is_dir() and path.resolve().name.startswith(HF_REPO_PREFIXES) and (path / HF_SNAPSHOTS).is_dir()):
+        return path
+    ref = path / "refs" / "main"
+    if ref.is_file():
+        if ref.stat().st_size > MAX_REF_BYTES:
+            raise MalformedInput("refs/main is too large to hold a revision", ref)
+        revision = ref.read_bytes().decode("utf-8", errors="replace").strip()
+        if not REVISION.fullmatch(revision):
+            raise MalformedInput(f"refs/main holds {revision[:60]!r}, not a revision", ref)
+        snapshot = confined(path, f"{HF_SNAPSHOTS}/{revision}", what="snapshot")
+        if not snapshot.is_dir():
+            raise InputNotFound(f"snapshot {revision} named by refs/main is not a folder", path)
+        return snapshot
+    snapshots = sorted(p for p in (path / HF_SNAPSHOTS).iterdir() if p.is_dir())
+    if len(snapshots) != 1:
+        raise Unsupported(f"repository folder has no refs/main and {len(snapshots)} snapshots; name one (snapshots/<rev>)", path)
+    return snapshots[0]
 
 
 def detect_format(path: Path) -> str:
@@ -104,6 +129,7 @@ def open_source(path: str | Path) -> TensorSource:
         raise InputNotFound("no such file or directory", path)
     if path.is_symlink() and not path.exists():
         raise InputNotFound("dangling symbolic link", path)
+    path = resolve_hf_repository(path)
     fmt = detect_format(path)
     directory = path if path.is_dir() else path.parent
     config = load_config(directory)
@@ -120,4 +146,5 @@ def open_source(path: str | Path) -> TensorSource:
     return source
 
 
-__all__ = ["TensorInfo", "TensorSource", "open_source", "detect_format", "read_vocab_file", "FORMATS"]
+__all__ = ["TensorInfo", "TensorSource", "open_source", "detect_format", "read_vocab_file", "resolve_hf_repository",
+           "FORMATS"]

@@ -32,17 +32,44 @@ class TensorInfo:
         return n
 
 
+# Hugging Face hub cache: <cache>/models--org--name/{blobs/<hash>, refs/main, snapshots/<rev>/<file> -> ../../blobs/<hash>}
+HF_REPO_PREFIXES = ("models--",)
+HF_SNAPSHOTS = "snapshots"
+
+
+def hf_repository(directory: Path) -> Path | None:
+    """The repository folder (models--org--name/) when `directory` is one of its snapshots/<rev>/, else None."""
+    resolved = directory.resolve()
+    parent = resolved.parent
+    if parent.name == HF_SNAPSHOTS and parent.parent.name.startswith(HF_REPO_PREFIXES):
+        return parent.parent
+    return None
+
+
+def confinement_root(directory: Path) -> Path:
+    """The folder a model directory's files may resolve into: the directory itself, or, for a Hugging Face
+    cache snapshot, its whole repository folder (the snapshot's files are links into ../../blobs/)."""
+    return hf_repository(directory) or directory.resolve()
+
+
 def confined(root: Path, relative: str, *, what: str = "file") -> Path:
-    """Resolve `relative` under `root`, refusing anything that leaves it (.., absolute, symlinks)."""
+    """`root / relative`, refusing a path that leaves the model directory (.., absolute, links pointing out).
+
+    Links may point anywhere inside the confinement root (a Hugging Face repository folder for its snapshots).
+    The path is returned as the model directory names it, not resolved, so a file hashes under the same name
+    whether it is a plain file or a link into a cache's blobs.
+    """
     if not relative or os.path.isabs(relative) or "\x00" in relative:
         raise UnsafeInput(f"{what} path {relative!r} is not a relative path inside the model directory", root)
-    candidate = (root / relative)
+    candidate = root / relative
     resolved = candidate.resolve()
-    if resolved != root.resolve() and root.resolve() not in resolved.parents:
-        raise UnsafeInput(f"{what} {relative!r} resolves outside the model directory", root)
+    allowed = confinement_root(root)
+    if resolved != allowed and allowed not in resolved.parents:
+        where = "the model directory" if allowed == root.resolve() else f"the repository folder {allowed.name}"
+        raise UnsafeInput(f"{what} {relative!r} resolves outside {where}", root)
     if not resolved.exists():
         raise InputNotFound(f"{what} {relative!r} is missing", root)
-    return resolved
+    return candidate
 
 
 def read_json_file(path: Path) -> Any:

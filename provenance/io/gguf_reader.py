@@ -53,7 +53,7 @@ class GGUFSource(TensorSource):
         try:
             import gguf
         except ImportError:
-            raise Unsupported("reading GGUF needs the gguf package: pip install 'provenance[gguf]'", path) from None
+            raise Unsupported("reading GGUF needs the gguf package: pip install 'provenance-verifier[gguf]'", path) from None
         self._gguf = gguf
         try:
             self._reader = gguf.GGUFReader(str(path), "r")

@@ -37,7 +37,7 @@ class ONNXSource(TensorSource):
             import onnx
             from onnx import numpy_helper
         except ImportError:
-            raise Unsupported("reading ONNX needs the onnx package: pip install 'provenance[onnx]'", path) from None
+            raise Unsupported("reading ONNX needs the onnx package: pip install 'provenance-verifier[onnx]'", path) from None
         self._numpy_helper = numpy_helper
         try:
             model = onnx.load(str(path), load_external_data=False)

@@ -22,7 +22,7 @@ from . import transforms as T
 from .corpus import Vocab, corpus_digest, corpus_text
 from .tiny import BASE_CONFIG, init_state, train
 
-ZOO_VERSION = 4
+ZOO_VERSION = 5  # 5: config.json carries the recipe identity (provenance_zoo_recipe)
 BASE_STEPS, BASE_LR = 400, 3e-3
 TRAIN_THREADS = 1  # one thread: no reduction order left to the scheduler, so a build is bit-identical
 
@@ -110,11 +110,18 @@ def _load(path: Path) -> tuple[dict, dict, Vocab]:
     return state, cfg, Vocab(ordered, {bytes.fromhex(k): v for k, v in merges.items()})
 
 
+def recipe(name: str) -> dict:
+    """What a zoo model is made from, independent of the bits training gives on a given CPU: the same recipe
+    rebuilt on an AVX2 and an AVX-512 machine gives equivalent, not identical, weights."""
+    return {"zoo_version": ZOO_VERSION, "corpus_digest": corpus_digest(), "model": name}
+
+
 def _save(path: Path, state: dict, cfg: dict, vocab: Vocab, description: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         save_file({k: v.contiguous() for k, v in state.items()}, tmp / "model.safetensors", metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps({**cfg, "provenance_zoo": description}, indent=1))
+        config = {**cfg, "provenance_zoo": description, "provenance_zoo_recipe": recipe(path.name)}
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))
         (tmp / "vocab.json").write_text(json.dumps(vocab.ids))
         if vocab.merges:
             (tmp / "merges.json").write_text(json.dumps({k.hex(): v for k, v in vocab.merges.items()}))
