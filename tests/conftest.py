@@ -8,6 +8,13 @@ from safetensors.torch import save_file
 os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
 
 
+def pytest_configure(config):
+    # The tests do small-matrix work (tiny zoo models, fingerprint comparisons): one thread is fastest there,
+    # and two threads on a busy 2-core machine oversubscribe the cores and run 4-20x slower.
+    import torch
+    torch.set_num_threads(1)
+
+
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="run opt-in tests on real published weights")
 
