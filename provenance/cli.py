@@ -14,6 +14,8 @@ from . import errors
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hardware-aware training-provenance verifier: lineage, drift and platform claims from weights.")
 STATE = {"debug": False, "quiet": False}
+from .claims.cli import claim_app  # noqa: E402
+app.add_typer(claim_app, name="claim")
 
 
 @app.callback()
