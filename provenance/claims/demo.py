@@ -135,3 +135,39 @@ def build_demo_claims(out: Path, progress: Callable[[str], None] | None = None) 
         write_text(folder / "claim.toml", _claim_toml(f"demo claim {name}: {what}"))
         paths[name] = folder / "claim.toml"
     return paths
+
+
+def run_demo_claims(out: Path, progress: Callable[[str], None] | None = None, backend_name: str = "cpu"):
+    """Build and verify the honest claim and every spoof.
+
+    Args:
+        out: directory for the claim folders (created).
+        progress: called with a short line per stage.
+        backend_name: backend for fingerprinting.
+    Returns:
+        (results: claim name -> claim document, expected: claim name -> expected verdict, sections: report Sections).
+    """
+    from ..report.render import Section
+    from .report import replay_figure
+    from .verify import verify_claim
+    paths = build_demo_claims(out, progress)
+    results = {}
+    for name, path in paths.items():
+        if progress:
+            progress(f"verifying {name}")
+        results[name] = verify_claim(path, backend_name, progress)
+    replays = {name: next(c["data"] for c in r["checks"] if c["name"] == "replay") for name, r in results.items()}
+    honest = replays["honest"]["ratio"]
+    nearest = min(d["ratio"] for n, d in replays.items() if n != "honest")
+    rows = [[name, CLAIMS[name][0], r["verdict"], CLAIMS[name][1], replays[name]["ratio"],
+             next(c["detail"] for c in r["checks"] if c["name"] == "replay")[:160]] for name, r in results.items()]
+    section = Section(
+        "Platform claims: an honest training segment and three spoofs",
+        f"Each claim says the model was trained on this CPU in fp32 and publishes an {STEPS}-step training segment. "
+        f"The verifier replays it with transformers and calibrates its tolerance by replaying again with another thread "
+        f"count, reversed matmul reductions and another CPU instruction set. Honest distance {honest:.3g} envelopes; "
+        f"nearest spoof {nearest:.3g} envelopes; margin {nearest / honest:.3g}x. An accepted replay is evidence, not proof: "
+        "tolerance-based replay can be spoofed by an adversary who forges a trajectory the verifier does not test.",
+        ["claim", "what it does", "verdict", "expected", "replay distance (envelopes)", "reason"], rows,
+        [replay_figure(replays, "claims-replay")])
+    return results, {n: CLAIMS[n][1] for n in results}, [section]
