@@ -21,8 +21,8 @@ MODEL_CLASSES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llam
                  "mistral": "MistralForCausalLM"}
 # model types known and refused, with the reason
 REFUSED = {
-    "qwen2_moe": "the embedded zoo's MoE layout has no shared_expert_gate and does not match transformers' Qwen2-MoE "
-                 "routing; MoE replay is not supported (dense models are)",
+    "qwen2_moe": "the embedded zoo's MoE layout has no shared_expert_gate, which transformers' Qwen2-MoE applies "
+                 "(a sigmoid gate on the shared expert); MoE replay is not supported (dense models are)",
 }
 
 
