@@ -124,3 +124,48 @@ def test_only_audit_support_is_insufficient(tmp_path):
     assert all(c.result != "contradicts" for c in checks)
     assert any(c.result == "supports" for c in checks)
     assert decide(checks)[0] == "insufficient-evidence"
+
+
+def test_gguf_metadata_naming_another_organization_and_base_model(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    writer.add_name("Vendor-M")
+    writer.add_organization("Alibaba Qwen")
+    writer.add_base_model_count(1)
+    writer.add_base_model_name(0, "Qwen2.5-7B")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 2), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    body = '[model]\npath = "m.gguf"\nlabel = "Vendor-M"\n[claim]\norigin = "from-scratch"\nvendor = "Huawei"\n'
+    by = {c.name: c for c in run_audit(parse_claim(_claim(tmp_path, body)))}
+    assert by["audit.gguf.organization"].result == "contradicts" and "Alibaba" in by["audit.gguf.organization"].detail
+    assert by["audit.gguf.base_model"].result == "contradicts" and "Qwen2.5-7B" in by["audit.gguf.base_model"].detail
+    assert decide(list(by.values()))[0] == "insufficient-evidence"  # metadata anyone can write stays weak
+
+
+def _drift_report(path, npu_err, cpu_err=1e-2, version="1.0"):
+    rows = [{"kernel": "matmul", "backend": b, "dtype": "bf16", "mode": "ieee", "max_rel_err": e, "emulated": False}
+            for b, e in (("cpu", cpu_err), ("npu", npu_err))]
+    path.write_text(json.dumps({"schema_version": version, "rows": rows}))
+    return path
+
+
+def test_drift_reports_widen_the_envelope_by_the_device_to_cpu_ratio(tmp_path):
+    from provenance.claims.drift_scale import envelope_scale
+    scale, used = envelope_scale([_drift_report(tmp_path / "d.json", 4e-2)], "bf16")
+    assert scale == pytest.approx(4.0) and used[0]["backend"] == "npu"
+    assert envelope_scale([_drift_report(tmp_path / "d.json", 5e-3)], "bf16")[0] == 1.0  # never narrower than measured here
+    assert envelope_scale([_drift_report(tmp_path / "d.json", 4e-2)], "fp32")[0] == 1.0  # other dtype: no rows apply
+    with pytest.raises(errors.MalformedInput, match="schema"):
+        envelope_scale([_drift_report(tmp_path / "d.json", 4e-2, version="9.0")], "bf16")
+
+
+def test_drift_report_paths_are_confined(tmp_path):
+    _release(tmp_path)
+    (tmp_path / "ref.safetensors").write_bytes(b"")
+    body = BASIC + '[reference_outputs]\nfile = "ref.safetensors"\nmode = "bf16"\ndrift_reports = ["../d.json"]\n'
+    with pytest.raises(errors.UnsafeInput, match=r"drift_reports\[0\]"):
+        parse_claim(_claim(tmp_path, body))

@@ -96,7 +96,7 @@ def _poison_optimizer(folder):
     save_file(tensors, path, metadata={"step": "20"})
 
 
-def _reference(folder, weights="end", corrupt=None):
+def _reference(folder, weights="end", corrupt=None, drift=False):
     cfg, state = load_state(folder / weights)
     model = build_model(cfg, state, folder).eval()
     ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(1))
@@ -107,12 +107,18 @@ def _reference(folder, weights="end", corrupt=None):
         corrupt(tensors)
     save_file(tensors, folder / "ref.safetensors")
     text = (folder / "claim.toml").read_text().split("[segment]")[0]
-    (folder / "claim.toml").write_text(text + '[reference_outputs]\nfile = "ref.safetensors"\nmode = "fp32"\n')
+    extra = ""
+    if drift:  # a measured report: the device's fp32 matmul error is 3x this CPU's
+        rows = [{"kernel": "matmul", "backend": b, "dtype": "fp32", "mode": "ieee", "max_rel_err": e, "emulated": False}
+                for b, e in (("cpu", 1e-6), ("npu", 3e-6))]
+        (folder / "drift.json").write_text(json.dumps({"schema_version": "1.0", "rows": rows}))
+        extra = 'drift_reports = ["drift.json"]\n'
+    (folder / "claim.toml").write_text(text + '[reference_outputs]\nfile = "ref.safetensors"\nmode = "fp32"\n' + extra)
     return folder / "claim.toml"
 
 
 def test_claim_verify_consistent_with_statement_and_report(demo, tmp_path, capsys):
-    claim = _reference(_copy(demo, tmp_path))
+    claim = _reference(_copy(demo, tmp_path), drift=True)
     rc = main(["claim", "verify", str(claim), "--json", "--quiet", "--report", str(tmp_path / "rep")])
     doc = json.loads(capsys.readouterr().out)
     assert rc == 0 and doc["verdict"] == "consistent" and doc["schema_version"] == "1.0"
@@ -120,6 +126,7 @@ def test_claim_verify_consistent_with_statement_and_report(demo, tmp_path, capsy
     by = {c["name"]: c for c in doc["checks"]}
     assert by["reference_outputs"]["result"] == "supports" and by["lineage:base-s1"]["result"] == "supports"
     assert set(by["reference_outputs"]) >= {"name", "result", "strength", "detail"}
+    assert by["reference_outputs"]["data"]["drift_scale"] == pytest.approx(3.0)
     assert (tmp_path / "rep" / "report.md").exists()
 
 

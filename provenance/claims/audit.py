@@ -182,6 +182,49 @@ def audit_files(claim: Claim) -> list[Check]:
     return out
 
 
+GGUF_KEYS = ("general.name", "general.author", "general.organization", "general.license", "general.base_model.count")
+
+
+def _gguf_fields(path: Path) -> dict:
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        return {}
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as exc:  # the gguf library raises many types on corrupt files
+        raise MalformedInput(f"GGUF metadata unreadable ({type(exc).__name__}: {exc})", path) from None
+    out = {}
+    for key, field in reader.fields.items():
+        if key.startswith("general."):
+            try:
+                out[key] = field.contents()
+            except Exception:
+                continue
+    return out
+
+
+def audit_gguf(claim: Claim) -> list[Check]:
+    """GGUF metadata: the organization and base models the file declares (anyone converting it can write them)."""
+    path = claim.model["path"]
+    if not (path.is_file() and path.suffix == ".gguf"):
+        return []
+    fields = _gguf_fields(path)
+    vendor = claimed_vendor(claim)
+    out = []
+    org = _org(" ".join(str(fields.get(k, "")) for k in ("general.organization", "general.author")))
+    if org:
+        result = "supports" if org == vendor else "contradicts"
+        out.append(Check("audit.gguf.organization", result, "weak", f"GGUF metadata names {org}; converters write it too"))
+    count = fields.get("general.base_model.count") or 0
+    bases = [str(fields.get(f"general.base_model.{i}.name", "")) for i in range(int(count) if str(count).isdigit() else 0)]
+    bases = [b for b in bases if b and b != claim.label]
+    if bases and claim.claim["origin"] == "from-scratch":
+        out.append(Check("audit.gguf.base_model", "contradicts", "weak",
+                         f"GGUF metadata declares base model(s) {', '.join(bases)}; a converter may have written it"))
+    return out
+
+
 def audit_tokenizer(claim: Claim) -> list[Check]:
     """The model's tokenizer against each suspect's, when both ship one."""
     tokens, _ = load_vocab(_model_dir(claim))
@@ -211,7 +254,7 @@ def audit_tokenizer(claim: Claim) -> list[Check]:
     return out
 
 
-AUDITS = (audit_claim_itself, audit_config, audit_code, audit_files, audit_tokenizer)
+AUDITS = (audit_claim_itself, audit_config, audit_code, audit_files, audit_gguf, audit_tokenizer)
 
 
 def run_audit(claim: Claim) -> list[Check]:

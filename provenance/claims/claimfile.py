@@ -40,7 +40,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "claim": {"origin": Key(str, True, choices=ORIGINS), "parent": Key(str), "vendor": Key(str), "chip": Key(str),
               "framework": Key(str), "dtype": Key(str, choices=DTYPES)},
     "suspects": {"path": Key(str, True, True), "label": Key(str)},
-    "reference_outputs": {"file": Key(str, True, True), "mode": Key(str, True, choices=DTYPES)},
+    "reference_outputs": {"file": Key(str, True, True), "mode": Key(str, True, choices=DTYPES),
+                          "drift_reports": Key(list, path=True)},
     "segment": {"start": Key(str, True, True), "optimizer": Key(str, True, True), "batches": Key(str, True, True),
                 "recipe": Key(str, True, True), "end": Key(str, True, True)},
 }
@@ -90,7 +91,12 @@ def _table(section: str, value, source: Path, folder: Path, where: str) -> dict:
             raise MalformedInput(f"{where}.{key} must be a {spec.kind.__name__}, not {type(v).__name__}", source)
         if spec.choices and v not in spec.choices and not (v == "" and not spec.required):
             raise MalformedInput(f"{where}.{key} = {v!r} is not one of {', '.join(spec.choices)}", source)
-        out[key] = confined_path(folder, v, f"{where}.{key}", source) if spec.path else v
+        if spec.path and isinstance(v, list):
+            if not all(isinstance(item, str) for item in v):
+                raise MalformedInput(f"{where}.{key} must be a list of paths", source)
+            out[key] = [confined_path(folder, item, f"{where}.{key}[{i}]", source) for i, item in enumerate(v)]
+        else:
+            out[key] = confined_path(folder, v, f"{where}.{key}", source) if spec.path else v
     missing = [k for k, spec in schema.items() if spec.required and k not in out]
     if missing:
         raise MalformedInput(f"[{where}] lacks the required key {missing[0]}", source)

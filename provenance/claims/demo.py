@@ -40,8 +40,9 @@ def _batches(seed: int, n: int) -> torch.Tensor:
     return torch.stack([torch.stack([data[s: s + SEQ] for s in row.tolist()]) for row in starts])
 
 
-def _train(state: dict, cfg: dict, batches: torch.Tensor, opt_state: dict | None = None):
-    """AdamW steps with the zoo's hand-written forward; returns (state, optimizer state by name, step)."""
+def _train(state: dict, cfg: dict, batches: torch.Tensor, opt_state: dict | None = None, dtype: str = "fp32"):
+    """AdamW steps with the zoo's hand-written forward (bf16: under CPU autocast, fp32 master weights);
+    returns (state, optimizer state by name)."""
     torch.set_num_threads(1)
     params = {k: v.clone().requires_grad_(True) for k, v in state.items()}
     opt = torch.optim.AdamW(list(params.values()), lr=RECIPE["lr"], betas=tuple(RECIPE["betas"]), eps=RECIPE["eps"],
@@ -50,7 +51,8 @@ def _train(state: dict, cfg: dict, batches: torch.Tensor, opt_state: dict | None
         for k, p in params.items():
             opt.state[p] = {key: t.clone() for key, t in opt_state[k].items()}
     for ids in batches:
-        logits = forward(params, cfg, ids)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            logits = forward(params, cfg, ids).float()
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -66,7 +68,7 @@ def _save_checkpoint(directory: Path, state: dict, zoo_dir: Path) -> None:
         shutil.copyfile(zoo_dir / name, directory / name)
 
 
-def _claim_toml(origin_note: str) -> str:
+def _claim_toml(origin_note: str, dtype: str) -> str:
     return f'''# {origin_note}
 [model]
 path = "end"
@@ -77,7 +79,7 @@ origin = "from-scratch"
 vendor = "provenance demo"
 chip = "CPU"
 framework = "PyTorch"
-dtype = "fp32"
+dtype = "{dtype}"
 
 [[suspects]]
 path = "suspect"
@@ -92,12 +94,13 @@ end = "end"
 '''
 
 
-def build_demo_claims(out: Path, progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+def build_demo_claims(out: Path, progress: Callable[[str], None] | None = None, dtype: str = "fp32") -> dict[str, Path]:
     """Write the honest claim and its spoofs under `out`, one folder each.
 
     Args:
         out: a directory to create the claim folders in.
         progress: called with a short line per stage.
+        dtype: "fp32", or "bf16": the segment is trained under bf16 autocast and the claims say bf16.
     Returns:
         claim name -> path of its claim.toml.
     """
@@ -112,8 +115,8 @@ def build_demo_claims(out: Path, progress: Callable[[str], None] | None = None) 
         state0 = load_file(base / "model.safetensors")
         start, opt_state = _train(state0, cfg, _batches(1, WARMUP))
         data = _batches(2, LATER)
-        end, _ = _train(start, cfg, data[:STEPS], opt_state)
-        later, _ = _train(start, cfg, data, opt_state)
+        end, _ = _train(start, cfg, data[:STEPS], opt_state, dtype)
+        later, _ = _train(start, cfg, data, opt_state, dtype)
     finally:
         torch.set_num_threads(saved_threads)
     interpolated = {k: start[k] + (STEPS / LATER) * (later[k] - start[k]) for k in start}
@@ -132,7 +135,7 @@ def build_demo_claims(out: Path, progress: Callable[[str], None] | None = None) 
         write_text(folder / "recipe.json", json.dumps(RECIPE, indent=1))
         _save_checkpoint(folder / "end", ends[name], base)
         _save_checkpoint(folder / "suspect", load_file(other / "model.safetensors"), other)
-        write_text(folder / "claim.toml", _claim_toml(f"demo claim {name}: {what}"))
+        write_text(folder / "claim.toml", _claim_toml(f"demo claim {name}: {what}", dtype))
         paths[name] = folder / "claim.toml"
     return paths
 

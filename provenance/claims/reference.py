@@ -8,7 +8,6 @@ consistent (any platform with that precision would compute the same), never proo
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -75,13 +74,14 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
 
-def check_reference(model_path: Path, ref_path: Path, mode: str) -> Check:
+def check_reference(model_path: Path, ref_path: Path, mode: str, drift_reports: list[Path] | None = None) -> Check:
     """Recompute and judge the claim's [reference_outputs].
 
     Args:
         model_path: the claimed model's checkpoint.
         ref_path: the published outputs (.safetensors).
         mode: the precision they were computed in (a key of ENVELOPE).
+        drift_reports: measured drift reports of the claimed hardware; they widen the envelope (drift_scale).
     Returns:
         A Check of kind "test" named reference_outputs.
     """
@@ -101,15 +101,19 @@ def check_reference(model_path: Path, ref_path: Path, mode: str) -> Check:
         else:
             out = _outputs(fp32, ids, bits, reorder)
         spreads[m] = {k: _rel(out[k], golden[k]) for k in golden}
+    from .drift_scale import envelope_scale
+    scale, scale_rows = envelope_scale(drift_reports or [], mode)
     rows = {}
     for name in ("logits", "hidden_states"):
         if name not in ref:
             continue
-        env = max([FLOOR] + [s[name] for s in spreads.values()])
+        env = scale * max([FLOOR] + [s[name] for s in spreads.values()])
         d = _rel(ref[name], golden[name])
         rows[name] = {"distance": d, "envelope": env, "ratio": d / env, "by_mode": {m: s[name] for m, s in spreads.items()}}
     ratio = max(r["ratio"] for r in rows.values())
-    data = {"mode": mode, "tensors": rows, "ratio": ratio, "envelope_modes": list(ENVELOPE[mode])}
+    data = {"mode": mode, "tensors": rows, "ratio": ratio, "envelope_modes": list(ENVELOPE[mode]),
+            "envelope_source": "measured drift reports x this CPU" if scale_rows else "this CPU, emulated modes",
+            "drift_scale": scale, "drift_rows": scale_rows}
     text = ", ".join(f"{k} {v['ratio']:.3g} envelopes (relative L2 {v['distance']:.3g})" for k, v in rows.items())
     if ratio <= SLACK:
         return Check("reference_outputs", "supports", "weak", f"{text}: inside the {mode} envelope; any platform computing in "
@@ -119,5 +123,3 @@ def check_reference(model_path: Path, ref_path: Path, mode: str) -> Check:
                  "do not produce the published outputs", kind="test", data=data)
 
 
-def finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None

@@ -181,12 +181,16 @@ def calibrate_and_judge(seg: Segment, claimed_dtype: str = "fp32", progress: Cal
     names = list(ref)
     floor = {n: FLOOR * tensor_norm(ref[n]) for n in names}
     envelope = {n: max([floor[n]] + [s[n] for s in spreads.values()]) for n in names}
-    envelope_total = max([FLOOR * total({n: tensor_norm(ref[n]) for n in names})] + [total(s) for s in spreads.values()])
+    floor_total = FLOOR * total({n: tensor_norm(ref[n]) for n in names})
+    measured = max([total(s) for s in spreads.values()], default=0.0)
+    envelope_total = max(floor_total, measured)
     d_end = distances(seg.end, ref)
     moved = total(distances(ref, seg.start))
     return {
         "per_tensor": {n: {"distance": d_end[n], "envelope": envelope[n], "ratio": d_end[n] / envelope[n]} for n in names},
         "distance": total(d_end), "envelope": envelope_total, "ratio": total(d_end) / envelope_total,
+        "envelope_source": "measured" if measured >= floor_total else "precision floor (measured spread is smaller)",
+        "measured_spread": measured, "precision_floor": floor_total,
         "movement": moved, "mode_spread": {m: total(s) for m, s in spreads.items()}, "mode_notes": notes,
         "modes": list(modes), "timings_s": timings, "steps": int(seg.batches.shape[0]), "cpu_capability": cpu_capability(),
     }
@@ -195,11 +199,12 @@ def calibrate_and_judge(seg: Segment, claimed_dtype: str = "fp32", progress: Cal
 def judge(result: dict) -> Check:
     """The replay's Check from its measured distance in envelope units."""
     ratio, worst = result["ratio"], max(result["per_tensor"].items(), key=lambda kv: kv[1]["ratio"])
-    data = {k: result[k] for k in ("distance", "envelope", "ratio", "movement", "mode_spread", "mode_notes", "modes",
+    data = {k: result[k] for k in ("distance", "envelope", "envelope_source", "measured_spread", "precision_floor", "ratio", "movement", "mode_spread", "mode_notes", "modes",
                                    "timings_s", "steps", "cpu_capability")}
     data["worst_tensor"] = {"name": worst[0], **worst[1]}
     data["per_tensor"] = result["per_tensor"]
-    where = f"distance to the claimed end {ratio:.3g} envelopes (envelope {result['envelope']:.3g}, from {', '.join(result['modes'])})"
+    where = (f"distance to the claimed end {ratio:.3g} envelopes (envelope {result['envelope']:.3g}: "
+             f"{result['envelope_source']} over {', '.join(result['modes'])})")
     if result["envelope"] >= 0.5 * result["movement"]:
         return Check("replay", "neutral", "none", f"{where}; the segment moved the weights by only {result['movement']:.3g}, "
                      "too little against the envelope to tell a replay from another trajectory", kind="test", data=data)

@@ -55,7 +55,8 @@ def verify_claim(path: str | Path, backend_name: str = "cpu", progress: Callable
         from .reference import check_reference
         say("recomputing reference outputs")
         t = time.perf_counter()
-        checks.append(check_reference(claim.model["path"], claim.reference_outputs["file"], claim.reference_outputs["mode"]))
+        ref = claim.reference_outputs
+        checks.append(check_reference(claim.model["path"], ref["file"], ref["mode"], ref.get("drift_reports")))
         timings["reference_outputs"] = time.perf_counter() - t
     if claim.segment:
         from .replay import check_replay
