@@ -171,3 +171,17 @@ def test_template_parses_once_its_paths_exist(tmp_path, capsys):
     (tmp_path / "release").mkdir()
     claim = parse_claim(out)
     assert claim.claim["chip"] == "Ascend 910B" and claim.segment is None
+
+
+def test_one_edited_tensor_is_caught_even_when_the_overall_distance_is_small(demo):
+    seg = load_segment(parse_claim(demo["honest"]).segment)
+    honest = calibrate_and_judge(seg, "fp32", modes=("fp32-reordered",))
+    name = "model.layers.2.self_attn.k_proj.bias"
+    row = honest["per_tensor"][name]
+    # move that one tensor by 30 of its own envelopes: inside the model-wide acceptance
+    delta = torch.randn(seg.end[name].shape, generator=torch.Generator().manual_seed(0))
+    seg.end[name] = seg.end[name] + delta * (30 * row["envelope"] / float(delta.norm()))
+    edited = calibrate_and_judge(seg, "fp32", modes=("fp32-reordered",))
+    assert edited["ratio"] <= SLACK and edited["per_tensor"][name]["ratio"] > 25
+    check = judge(edited)
+    assert check.result == "contradicts" and check.strength == "strong" and name in check.detail

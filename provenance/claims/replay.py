@@ -208,10 +208,11 @@ def judge(result: dict) -> Check:
     if result["envelope"] >= 0.5 * result["movement"]:
         return Check("replay", "neutral", "none", f"{where}; the segment moved the weights by only {result['movement']:.3g}, "
                      "too little against the envelope to tell a replay from another trajectory", kind="test", data=data)
-    if ratio <= SLACK:
+    # one tensor far outside its own envelope is an edit the overall norm could dilute in a large model
+    if ratio <= SLACK and worst[1]["ratio"] <= STRONG:
         return Check("replay", "supports", "weak", f"{where}: the claimed end follows from the start, optimizer state and "
                      f"batches within {SLACK:g} envelopes; tolerance-based replay can be spoofed", kind="test", data=data)
-    strength = "strong" if ratio > STRONG else "weak"
+    strength = "strong" if max(ratio, worst[1]["ratio"]) > STRONG else "weak"
     return Check("replay", "contradicts", strength, f"{where}: the claimed end does not follow from the claimed start, data "
                  f"and recipe (worst tensor {worst[0]} at {worst[1]['ratio']:.3g} envelopes)", kind="test", data=data)
 
