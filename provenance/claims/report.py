@@ -6,6 +6,7 @@ from pathlib import Path
 from ..report.render import Figure, Section, figure_png, new_figure, write_report
 
 STRENGTH_ORDER = {"strong": 0, "weak": 1, "none": 2}
+DRAW_FLOOR = 1e-3
 
 
 def claim_sections(result: dict, title: str | None = None) -> list[Section]:
@@ -42,18 +43,21 @@ def _stem(text: str) -> str:
 
 def replay_figure(runs: dict[str, dict], name: str) -> Figure:
     """Per-tensor distance in envelope units for each run, log scale, with the acceptance line."""
-    from .replay import SLACK
+    from .replay import SLACK, STRONG
     fig, ax = new_figure(7.5, 3.6)
     for label, data in runs.items():
-        ratios = sorted((r["ratio"] for r in data["per_tensor"].values()), reverse=True)
+        # bit-identical tensors (ratio 0) are drawn at the axis floor rather than dropped by the log scale
+        ratios = sorted((max(r["ratio"], DRAW_FLOOR) for r in data["per_tensor"].values()), reverse=True)
         ax.plot(range(len(ratios)), ratios, marker=".", lw=1, label=f"{label} (overall {data['ratio']:.3g})")
     ax.axhline(1.0, color="grey", ls=":", lw=1, label="envelope")
-    ax.axhline(SLACK, color="red", ls="--", lw=1, label=f"acceptance ({SLACK:g} envelopes)")
+    ax.axhline(SLACK, color="red", ls="--", lw=1, label=f"overall acceptance ({SLACK:g} envelopes)")
+    ax.axhline(STRONG, color="darkred", ls="-.", lw=1, label=f"per-tensor limit ({STRONG:g})")
     ax.set_yscale("log")
     ax.set_xlabel("tensors, sorted by distance")
     ax.set_ylabel("distance / envelope")
     ax.legend(fontsize=7)
-    return Figure(name, figure_png(fig), "Replay distance to the claimed end in units of the calibrated envelope, per tensor")
+    return Figure(name, figure_png(fig), "Replay distance to the claimed end in units of the calibrated envelope, per tensor "
+                  f"(bit-identical tensors drawn at {DRAW_FLOOR:g})")
 
 
 def write_claim_report(directory: Path, result: dict) -> None:

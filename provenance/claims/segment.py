@@ -1,7 +1,6 @@
 """A claimed training segment: start checkpoint, optimizer state, batches, recipe and end checkpoint, validated."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,10 +139,6 @@ def load_segment(paths: dict[str, Path]) -> Segment:
     vocab = int(cfg.get("vocab_size") or start[next(k for k in start if "embed_tokens" in k)].shape[0])
     batches = read_batches(paths["batches"], recipe["steps"], vocab)
     return Segment(cfg, start, m, v, step, batches, recipe, end, dict(paths))
-
-
-def to_json_recipe(recipe: dict) -> str:
-    return json.dumps(recipe, sort_keys=True, allow_nan=False)
 
 
 def tensor_norm(t: torch.Tensor) -> float:
