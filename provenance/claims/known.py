@@ -7,11 +7,11 @@ from __future__ import annotations
 
 # name -> (organization, config values). Checked against config.json key by key.
 PUBLISHED_CONFIGS: dict[str, tuple[str, dict]] = {
-    "Qwen2.5-7B": ("Alibaba (Qwen)", {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+    "Qwen2-7B / Qwen2.5-7B": ("Alibaba (Qwen)", {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
                                       "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064}),
     "Qwen2.5-14B": ("Alibaba (Qwen)", {"hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 48,
-                                       "num_attention_heads": 40, "num_key_value_heads": 8, "vocab_size": 152064}),
-    "Qwen2.5-72B": ("Alibaba (Qwen)", {"hidden_size": 8192, "intermediate_size": 29568, "num_hidden_layers": 80,
+                                       "num_attention_heads": 40, "vocab_size": 152064}),
+    "Qwen2-72B / Qwen2.5-72B": ("Alibaba (Qwen)", {"hidden_size": 8192, "intermediate_size": 29568, "num_hidden_layers": 80,
                                        "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 152064}),
     "Qwen2-57B-A14B": ("Alibaba (Qwen)", {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28,
                                           "num_key_value_heads": 4, "num_experts": 64, "num_experts_per_tok": 8,
