@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import __distribution__, __version__, errors
+from .claims.cli import claim_app
 
 
 def _lazy_module(name: str):
@@ -239,6 +240,7 @@ drift_app = typer.Typer(cls=_DriftGroup, rich_markup_mode=None, subcommand_metav
                              "`provenance drift run [MODEL...]`; `provenance drift compare R1.json R2.json ...` "
                              "compares reports made on different machines.")
 app.add_typer(drift_app, name="drift", short_help="Kernel drift against float64; compare machines.")
+app.add_typer(claim_app, name="claim", short_help="Check a platform claim against the artifacts.")
 
 
 @drift_app.command("run", short_help="Measure drift (the default: drift [MODEL]...).")

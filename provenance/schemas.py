@@ -17,6 +17,7 @@ SCHEMA_VERSIONS = {
     "suite": "1.0",
     "inputs": "1.0",
     "identity": "1.0",
+    "claim": "1.0",
 }
 
 

@@ -1,0 +1,1 @@
+"""Platform claims: which published artifacts are consistent with "model M was trained on platform P"."""
