@@ -6,7 +6,7 @@ The baseline in the same run is the sigma-curve statistic alone on the same fing
 import pytest
 
 from provenance.lineage import compare_fingerprints
-from provenance.lineage.verdict import _sigma_curves
+from provenance.lineage.signals import sigma_curve_correlations
 
 from .synthetic import synthetic_fingerprint
 
@@ -26,4 +26,4 @@ def test_compare_48_layer_fingerprints(benchmark, pair48):
 
 @pytest.mark.benchmark(group="compare-48-layers")
 def test_sigma_curve_baseline_48_layers(benchmark, pair48):
-    benchmark(_sigma_curves, *pair48)
+    benchmark(sigma_curve_correlations, *pair48)

@@ -1,0 +1,184 @@
+"""The fingerprint record: its key scheme, typed accessors, schema check, save and load.
+
+This is the only module that knows how a fingerprint's tensors are named. Every stored
+feature has one row in FEATURES (its key pattern and what it holds); lineage, reports and
+benchmarks read features through the accessors below. Each layer's document lists the
+features stored for it, so a listed feature that is missing from the file is a malformed
+fingerprint (MalformedInput), never a silently switched-off signal; a feature a layer does
+not list is simply absent (an attention variant without separate Q/K/V, a layer without MLP).
+
+The file is safetensors (tensors, no pickle) with the JSON document in its metadata.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+
+from ..atomic import write_bytes
+from ..errors import MalformedInput, Unsupported
+from ..schemas import SCHEMA_VERSIONS
+
+METADATA_KEY = "provenance_fingerprint"
+STORE_DTYPE = torch.float32
+
+# Roles whose per-layer std makes the sigma curves (HonestAGI), and the biases whose std is recorded.
+SIGMA_ROLES = ("attn.q", "attn.k", "attn.v", "attn.o")
+BIAS_ROLES = ("attn.q.bias", "attn.k.bias", "attn.v.bias")
+GRAM_PROJECTIONS = ("q", "k", "v")   # projections whose anchor-token Gram matrices are stored
+PROFILE_KINDS = ("gate", "up")       # MLP neuron profiles over anchors
+NORM_KINDS = ("norm_attn", "norm_mlp")
+BIAS_PROJECTIONS = ("q", "k", "v")
+
+# feature name -> (key pattern, what it holds). Per-layer features take {i}; the rest are global.
+FEATURES: dict[str, tuple[str, str]] = {
+    **{f"gram.{p}": (f"layer.{{i}}.gram.{p}", f"[anchors, anchors] Gram of the anchors' {p.upper()} projections (norm folded)")
+       for p in GRAM_PROJECTIONS},
+    **{f"profile.{k}": (f"layer.{{i}}.mlp.{k}", f"[neurons, anchors] {k} activations of the kept neurons over the anchors")
+       for k in PROFILE_KINDS},
+    **{k: (f"layer.{{i}}.{k}", "raw norm weight vector") for k in NORM_KINDS},
+    **{f"bias.{p}": (f"layer.{{i}}.bias_{p}", f"raw {p.upper()} bias vector") for p in BIAS_PROJECTIONS},
+}
+
+
+def _key(feature: str, layer: int | None = None) -> str:
+    if feature not in FEATURES:
+        raise KeyError(f"unknown fingerprint feature {feature!r}")
+    pattern = FEATURES[feature][0]
+    return pattern.format(i=layer) if "{i}" in pattern else pattern
+
+
+@dataclass
+class Fingerprint:
+    """A model's fingerprint: the JSON document and its tensors, read through accessors."""
+    doc: dict
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    # --- writing (used by the streaming pass) ---
+    def put(self, feature: str, tensor: torch.Tensor, layer: int | None = None) -> None:
+        """Store a feature and list it in the layer's (or the document's) stored features."""
+        self.tensors[_key(feature, layer)] = tensor.detach().to("cpu", STORE_DTYPE).contiguous()
+        listing = self.doc.setdefault("features", []) if layer is None else self.doc["layers"][layer].setdefault("features", [])
+        if feature not in listing:
+            listing.append(feature)
+
+    # --- reading ---
+    @property
+    def num_layers(self) -> int:
+        return len(self.doc["layers"])
+
+    def has(self, feature: str, layer: int | None = None) -> bool:
+        listing = self.doc.get("features", []) if layer is None else self.doc["layers"][layer].get("features", [])
+        return feature in listing
+
+    def feature(self, feature: str, layer: int | None = None) -> torch.Tensor | None:
+        """The stored tensor, None when the layer does not list it, MalformedInput when listed but missing."""
+        if not self.has(feature, layer):
+            return None
+        key = _key(feature, layer)
+        if key not in self.tensors:
+            raise MalformedInput(f"fingerprint lists feature {feature!r} for layer {layer} but has no tensor {key!r}")
+        return self.tensors[key]
+
+    def gram(self, layer: int, projection: str) -> torch.Tensor | None:
+        """[anchors, anchors] Gram matrix of layer `layer`'s projection 'q', 'k' or 'v'."""
+        return self.feature(f"gram.{projection}", layer)
+
+    def profiles(self, layer: int, kind: str) -> torch.Tensor | None:
+        """[neurons, anchors] MLP neuron profiles ('gate' or 'up') over the anchors."""
+        return self.feature(f"profile.{kind}", layer)
+
+    def norm(self, layer: int, kind: str) -> torch.Tensor | None:
+        """Raw norm weights: kind 'norm_attn' or 'norm_mlp'."""
+        return self.feature(kind, layer)
+
+    def bias(self, layer: int, projection: str) -> torch.Tensor | None:
+        return self.feature(f"bias.{projection}", layer)
+
+    def sigma(self, layer: int) -> dict[str, float]:
+        """Std of each of Q/K/V/O in this layer (the sigma-curve values)."""
+        return self.doc["layers"][layer]["sigma"]
+
+    def sigma_curve(self, role: str) -> np.ndarray:
+        """One value per layer for role (NaN where a layer has no such projection)."""
+        return np.array([l["sigma"].get(role, np.nan) for l in self.doc["layers"]], dtype=float)
+
+    def anchors(self) -> tuple[list[str], str]:
+        """(canonical anchor strings, how tokens were identified)."""
+        a = self.doc["anchors"]
+        return a["tokens"], a["matched_by"]
+
+    def layer_info(self, layer: int) -> dict:
+        return self.doc["layers"][layer]
+
+    def is_moe(self) -> bool:
+        return any(l.get("moe") for l in self.doc["layers"])
+
+    def model(self) -> dict:
+        return self.doc["model"]
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically as safetensors with the document in the metadata."""
+        data = save({k: v.contiguous() for k, v in self.tensors.items()} or {"_empty": torch.zeros(0)},
+                    metadata={METADATA_KEY: json.dumps(self.doc, allow_nan=False)})
+        write_bytes(path, data)
+
+
+def is_fingerprint_file(path: Path) -> bool:
+    """True for a safetensors file carrying a fingerprint document."""
+    if not path.is_file() or not path.name.endswith(".safetensors"):
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return METADATA_KEY in (fh.metadata() or {})
+    except Exception:
+        return False
+
+
+def check_schema(doc: dict, tensors: dict, path) -> None:
+    """Refuse another major schema version, and documents whose listed features are missing."""
+    version = str(doc.get("schema_version", ""))
+    ours = SCHEMA_VERSIONS["fingerprint"]
+    if version.split(".")[0] != ours.split(".")[0]:
+        raise Unsupported(f"fingerprint schema {version or 'unknown'!r}; this version reads {ours}: "
+                          "fingerprint the model again with this version", path)
+    if not isinstance(doc.get("layers"), list) or not isinstance(doc.get("anchors"), dict) or "model" not in doc:
+        raise MalformedInput("fingerprint document lacks layers, anchors or model", path)
+    for i, layer in enumerate(doc["layers"]):
+        for feature in layer.get("features", []):
+            if feature not in FEATURES or _key(feature, i) not in tensors:
+                raise MalformedInput(f"fingerprint layer {i} lists feature {feature!r} but the file has no such tensor", path)
+    for feature in doc.get("features", []):
+        if feature not in FEATURES or _key(feature) not in tensors:
+            raise MalformedInput(f"fingerprint lists feature {feature!r} but the file has no such tensor", path)
+
+
+def load_fingerprint(path: str | Path) -> Fingerprint:
+    """Read and validate a fingerprint file.
+
+    Args:
+        path: a .safetensors file written by Fingerprint.save.
+    Returns:
+        The Fingerprint. Raises MalformedInput or Unsupported (older schema) with the path.
+    """
+    path = Path(path)
+    from ..io.safetensors_reader import read_header
+    read_header(path)  # the same validation as any hostile safetensors file
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            if METADATA_KEY not in meta:
+                raise MalformedInput("not a provenance fingerprint (no fingerprint metadata)", path)
+            doc = json.loads(meta[METADATA_KEY])
+            tensors = {k: fh.get_tensor(k) for k in fh.keys() if k != "_empty"}
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise MalformedInput(f"fingerprint metadata is not valid JSON ({exc})", path) from None
+    if not isinstance(doc, dict):
+        raise MalformedInput("fingerprint metadata is not a JSON object", path)
+    check_schema(doc, tensors, path)
+    return Fingerprint(doc, tensors)
