@@ -117,3 +117,24 @@ def test_new_recipes_say_what_they_are():
     assert {t for t, spec in TRANSFORMS.items() if spec.independent} == {"scratch_moe", "scratch_vocab"}
     assert TRANSFORMS["long_continued"].steps == 2000 and TRANSFORMS["long_continued"].lr == 3e-3
     assert TRANSFORMS["wash"].pre and TRANSFORMS["pangu"].pre and TRANSFORMS["pangu"].steps == 2000
+
+
+def test_awm_baseline_undoes_a_hidden_permutation_but_not_a_rotation(base_dir):
+    import numpy as np
+
+    from benchmarks.lineage_zoo import _checkpoint, awm_score, unbiased_cka
+    from provenance.zoo import transforms as T
+    from provenance.zoo.build import _load
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 16))
+    q, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+    assert abs(unbiased_cka(x, 3.0 * x @ q) - 1.0) < 1e-9 and abs(unbiased_cka(x, rng.standard_normal((64, 16)))) < 0.2
+    state, cfg, vocab = _load(base_dir)
+    base = _checkpoint(base_dir)
+
+    def as_checkpoint(s):
+        return {k: v.double().numpy() for k, v in s.items()}, vocab.ids
+    permuted = as_checkpoint(T.permute(state, cfg, torch.Generator().manual_seed(1)))
+    rotated = as_checkpoint(T.rotate(state, cfg, torch.Generator().manual_seed(1)))
+    assert awm_score(base, permuted) > 0.99
+    assert awm_score(base, rotated) < 0.5
