@@ -3,8 +3,8 @@ or disappears; adding a field is compatible. docs/SCHEMAS.md describes each docu
 SCHEMA_VERSIONS = {
     "inspect": "1.0",
     "backends": "1.0",
-    "fingerprint": "1.0",
-    "compare": "1.0",
+    "fingerprint": "2.0",
+    "compare": "2.0",
     "drift": "1.0",
     "drift_compare": "1.0",
     "suite": "1.0",

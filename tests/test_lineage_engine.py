@@ -18,6 +18,7 @@ from provenance.zoo import DEMO_MODELS
 FIXTURE = Path(__file__).parent / "data" / "compare_demo_v1.json"
 V1_SIGNALS = ("sigma_curves", "attention_cka", "neuron_match", "depth_alignment", "norm_vectors")
 ADDED_FIELDS = {"direction"}            # top-level fields added since the capture
+VERSIONED = {"schema_version"}          # the compare schema's major version moved with the fingerprint's
 ADDED_SIGNAL_FIELDS = {"curves"}        # signal fields added since the capture
 
 
@@ -28,7 +29,7 @@ def demo_fps(zoo):
 
 
 def _strip(result: dict) -> dict:
-    r = {k: v for k, v in result.items() if k not in ADDED_FIELDS}
+    r = {k: v for k, v in result.items() if k not in ADDED_FIELDS | VERSIONED}
     r["signals"] = [{k: v for k, v in s.items() if k not in ADDED_SIGNAL_FIELDS} for s in r["signals"]]
     return json.loads(json.dumps(r, sort_keys=True))
 
@@ -38,7 +39,8 @@ def test_engine_reproduces_the_captured_demo_comparisons(demo_fps):
     assert len(captured) == 10
     for a, b in itertools.combinations(DEMO_MODELS, 2):
         fresh = _strip(compare_fingerprints(demo_fps[a], demo_fps[b], signals=V1_SIGNALS))
-        assert fresh == captured[f"{a}|{b}"], f"{a} vs {b} changed"
+        before = {k: v for k, v in captured[f"{a}|{b}"].items() if k not in VERSIONED}
+        assert fresh == before, f"{a} vs {b} changed"
 
 
 def test_a_registered_signal_flows_into_the_verdict_and_the_json(demo_fps):

@@ -21,6 +21,9 @@ from .record import BIAS_ROLES, GRAM_PROJECTIONS, NORM_KINDS, SIGMA_ROLES, STORE
 
 N_ANCHORS = 256
 MAX_NEURONS = 256
+N_EMBED_TOKENS = 4096   # shared-token embedding rows kept for the embedding signal (anchors are their first 256)
+FULL_HIDDEN = 512       # up to this hidden size body features keep every coordinate
+BODY_DIMS = 128         # beyond it, they are projected onto the model's own top principal subspace
 
 
 def _finite(t: torch.Tensor, view: ModelView, role: str, layer) -> torch.Tensor:
@@ -62,8 +65,11 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
     if embed is None:
         raise Unsupported("model has no token embedding; lineage fingerprints need one", src.root)
     embed = _finite(embed, view, "embed", None)
-    tokens, rows, matched_by = choose_anchors(src.vocab_tokens, embed.shape[0], n_anchors)
-    x = kernels.rms_rows(backend.place(embed[rows].float(), dtype))
+    # one hash ranking: the anchors are the first n_anchors of the embedding tokens
+    embed_tokens, all_rows, matched_by = choose_anchors(src.vocab_tokens, embed.shape[0], max(n_anchors, N_EMBED_TOKENS))
+    embed_rows = backend.place(embed[all_rows].float(), dtype)
+    tokens, rows = embed_tokens[:n_anchors], all_rows[:n_anchors]
+    x = kernels.rms_rows(embed_rows[:len(rows)])
     del embed
     model = {"label": label if label is not None else src.root.name, "format": src.format, "family": view.family.name,
              "content_hash": src.content_hash(), "sha256": src.sha256(), "facts": facts}
@@ -84,11 +90,23 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
         t = view.get(role, layer, expert)
         return None if t is None else backend.place(_finite(t, view, role, layer).float(), dtype)
 
+    hidden = x.shape[-1]
+    basis = None if hidden <= FULL_HIDDEN else backend.place(_body_basis(view, weight, hidden), dtype)
+    fp.doc["settings"]["body_basis"] = ("hidden" if basis is None else
+                                        f"top {basis.shape[1]} principal directions of the norm-folded MLP gate rows and down columns")
+    fp.doc["settings"]["body_dims"] = hidden if basis is None else basis.shape[1]
+    project = (lambda t: t) if basis is None else (lambda t: t @ basis)
+    fp.doc["embedding"] = {"tokens": embed_tokens, "matched_by": matched_by}
+    fp.put("embed.rows", project(embed_rows))
+    heads = facts.get("num_attention_heads") or 1
+    kv_heads = facts.get("num_key_value_heads") or heads
+
     for i in range(view.num_layers):
         info = {"index": i, "sigma": {}, "bias_sigma": {}, "notes": [], "features": []}
         fp.doc["layers"].append(info)
         norms = {"norm_attn": weight("norm.attn", i), "norm_mlp": weight("norm.mlp", i)}
         x_attn = kernels.fold_norm(x, norms["norm_attn"])
+        attn = {}
         for role in SIGMA_ROLES:
             w = weight(role, i)
             if w is None:
@@ -97,7 +115,9 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
             short = role.split(".")[1]
             if short in GRAM_PROJECTIONS and w.shape[-1] == x.shape[-1]:
                 fp.put(f"gram.{short}", kernels.gram(kernels.projection_features(x_attn, w)), i)
-            del w
+            attn[short] = w
+        _attention_products(fp, i, attn, norms["norm_attn"], heads, kv_heads, hidden, project)
+        del attn
         if not info["sigma"]:
             info["notes"].append("no separate q/k/v/o projections (MLA or unknown attention): attention signals skipped")
         for role in BIAS_ROLES:
@@ -110,6 +130,7 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
                 fp.put(key, norms[key], i)
         x_mlp = kernels.fold_norm(x, norms["norm_mlp"])
         info.update(_neuron_profiles(view, i, x_mlp, weight, fp, max_neurons))
+        _body_neurons(view, i, weight, norms["norm_mlp"], fp, max_neurons, hidden, project)
         tracker.step(f"layer {i}")
     return fp
 
@@ -154,6 +175,64 @@ def _neuron_profiles(view, i, x_mlp, weight, fp, max_neurons) -> dict:
     if len(gate_profiles) == len(up_profiles):
         fp.put("profile.gate", torch.cat(gate_profiles)[keep], i)
     return {"neurons": int(up_all.shape[0]), "neurons_kept": int(keep.numel()), "moe": len(groups) > 1}
+
+
+def _attention_products(fp, i, attn, gamma, heads, kv_heads, hidden, project) -> None:
+    """QK and OV products (norms folded) in body coordinates, when Q/K/V/O act on the hidden size."""
+    q, k, v, o = (attn.get(r) for r in ("q", "k", "v", "o"))
+    if any(t is None for t in (q, k, v, o)) or q.shape[-1] != hidden or o.shape[0] != hidden:
+        return
+    if q.shape[0] % heads or k.shape[0] * heads != q.shape[0] * kv_heads or o.shape[1] != q.shape[0]:
+        return  # head layout not understood (MLA, fused variants): no product rather than a wrong one
+    q, k, v = (kernels.fold_columns(t, gamma) for t in (q, k, v))
+    for kind, prod in (("qk", kernels.qk_product(q, k, heads, kv_heads)), ("ov", kernels.ov_product(o, v, heads, kv_heads))):
+        fp.put(f"body.{kind}", project(project(prod).T).T, i)
+
+
+def _folded_neurons(view, i, weight, gamma, hidden):
+    """Yield (gate rows or None, up rows, down columns) of every neuron group of layer i, norms folded."""
+    for gate_role, up_role, down_role, expert in _mlp_groups(view, i):
+        up, down = weight(up_role, i, expert), weight(down_role, i, expert)
+        if up is None or down is None or up.shape[-1] != hidden or down.shape[0] != hidden:
+            continue
+        gate = weight(gate_role, i, expert)
+        yield (None if gate is None else kernels.fold_columns(gate, gamma)), kernels.fold_columns(up, gamma), down.T
+
+
+def _body_neurons(view, i, weight, gamma, fp, max_neurons, hidden, project) -> None:
+    """Kept neurons' folded gate/up rows and down columns in body coordinates. Neurons are ranked by the norm of
+    the row that feeds the nonlinearity (gate, or up without a gate): invariant to permutation, rotation and
+    up/down rescaling, so two related models keep corresponding neurons."""
+    parts, scores = {"gate": [], "up": [], "down": []}, []
+    for gate, up, down in _folded_neurons(view, i, weight, gamma, hidden):
+        scores.append((up if gate is None else gate).norm(dim=1))
+        for name, t in (("gate", gate), ("up", up), ("down", down)):
+            if t is not None:
+                parts[name].append(project(t))
+    if not scores:
+        return
+    score = torch.cat(scores)
+    keep = score.topk(min(max_neurons, score.numel())).indices.sort().values
+    for name, chunks in parts.items():
+        if chunks and len(chunks) == len(scores):
+            fp.put(f"body.{name}", torch.cat(chunks)[keep], i)
+
+
+def _body_basis(view, weight, hidden) -> torch.Tensor:
+    """A first pass over the MLP weights: the top BODY_DIMS eigenvectors of the summed Gram of norm-folded gate
+    rows and down columns (signs by third moments of the gate rows). Rotation-equivariant: a rotated copy of the
+    model gets the same coordinates."""
+    gram = torch.zeros(hidden, hidden, dtype=torch.float64)
+    probes = []
+    for i in range(view.num_layers):
+        gamma = weight("norm.mlp", i)
+        for gate, up, down in _folded_neurons(view, i, weight, gamma, hidden):
+            lead = (up if gate is None else gate).double().cpu()
+            gram += lead.T @ lead + down.double().cpu().T @ down.double().cpu()
+            probes.append(kernels.unit_rows(lead)[:64])
+    if not probes:
+        return torch.eye(hidden)[:, :BODY_DIMS]
+    return kernels.principal_basis(gram, BODY_DIMS, torch.cat(probes).double().cpu()).float()
 
 
 def fingerprint_model(path, backend, **kwargs) -> Fingerprint:

@@ -43,7 +43,14 @@ FEATURES: dict[str, tuple[str, str]] = {
        for k in PROFILE_KINDS},
     **{k: (f"layer.{{i}}.{k}", "raw norm weight vector") for k in NORM_KINDS},
     **{f"bias.{p}": (f"layer.{{i}}.bias_{p}", f"raw {p.upper()} bias vector") for p in BIAS_PROJECTIONS},
+    # body-only features, in the model's body coordinates (see compute.py): never through the embeddings
+    **{f"body.{part}": (f"layer.{{i}}.body.{part}", f"[neurons, dims] norm-folded {part} {'column' if part == 'down' else 'row'} "
+                        "of each kept MLP neuron (routed and shared experts pooled)") for part in ("gate", "up", "down")},
+    "body.qk": ("layer.{i}.body.qk", "[dims, dims] sum over heads of W_q^h^T W_k^h, norms folded"),
+    "body.ov": ("layer.{i}.body.ov", "[dims, dims] sum over heads of W_o^h W_v^h, norms folded"),
+    "embed.rows": ("embed.rows", "[tokens, dims] token-embedding rows of the embedding tokens, in body coordinates"),
 }
+NEURON_PARTS = ("gate", "up", "down")
 
 
 def _key(feature: str, layer: int | None = None) -> str:
@@ -99,6 +106,24 @@ class Fingerprint:
 
     def bias(self, layer: int, projection: str) -> torch.Tensor | None:
         return self.feature(f"bias.{projection}", layer)
+
+    def body_neurons(self, layer: int) -> dict[str, torch.Tensor]:
+        """Body descriptors of layer's kept MLP neurons: {'gate'?, 'up', 'down'} -> [neurons, dims] (gate absent
+        for MLPs without one); {} when the layer has none."""
+        return {p: t for p in NEURON_PARTS if (t := self.feature(f"body.{p}", layer)) is not None}
+
+    def attention_product(self, layer: int, kind: str) -> torch.Tensor | None:
+        """[dims, dims] attention product 'qk' or 'ov' in body coordinates."""
+        return self.feature(f"body.{kind}", layer)
+
+    def embedding_rows(self) -> tuple[list[str], torch.Tensor] | None:
+        """(canonical token strings, [tokens, dims] embedding rows), or None when not stored."""
+        rows = self.feature("embed.rows")
+        return None if rows is None else (self.doc["embedding"]["tokens"], rows)
+
+    def body_basis(self) -> str:
+        """How the body coordinates were chosen ('hidden' or a principal subspace)."""
+        return self.doc.get("settings", {}).get("body_basis", "")
 
     def sigma(self, layer: int) -> dict[str, float]:
         """Std of each of Q/K/V/O in this layer (the sigma-curve values)."""

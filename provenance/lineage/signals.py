@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import kernels
 from ..fingerprint.record import BIAS_PROJECTIONS, NORM_KINDS, SIGMA_ROLES
-from . import similarity
+from . import body, similarity
 
 SIGMA_NULL = ("no calibrated null. Reported backgrounds: unrelated pairs 0.30-0.70 (modelDNA); "
               "0.91 for unrelated deepseek-llm-7b vs llama2-7b; function-preserving rescaling moves every curve")
@@ -135,6 +135,13 @@ SIGNALS: list[Signal] = [
            matrix_key="mlp", display=_mlp_name, needs_anchors=True,
            note="MLP neurons (routed and shared experts pooled) matched one-to-one on their gate and up "
                 "profiles over anchor tokens; mean matched similarity"),
+    Signal("body_neurons", body.neuron_matrix, layerwise=True, calibrated=True, min_effect=0.15, align=True, sampled=True,
+           note="body-only: MLP neurons (norm-folded gate/up rows and down columns; routed and shared experts pooled) "
+                "matched in weight space under a cross-fitted orthogonal map of the residual stream; mean best-match "
+                "similarity of the smaller side's neurons. Never uses the embeddings"),
+    Signal("body_attention", body.attention_matrix, layerwise=True, calibrated=True, min_effect=0.15, align=True,
+           note="body-only: cosine of the per-layer attention products sum_h W_q^h^T W_k^h and W_o^h W_v^h (norms folded; "
+                "invariant to head permutation and per-head Q/K, V/O rescaling) under the cross-fitted residual map"),
     Signal("depth_alignment", _depth_alignment, layerwise=False, calibrated=False,
            null="none: it chooses the layer pairs the other signals test"),
     Signal("norm_vectors", _norm_vectors, layerwise=False, calibrated=False, null="none",

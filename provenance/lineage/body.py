@@ -1,0 +1,198 @@
+"""Body-only signals: MLP neurons and attention products matched in weight space, never through embeddings.
+
+The two models' body coordinates differ by an unknown orthogonal map S (a residual-stream rotation,
+a hidden permutation, or the models' own principal bases). S is estimated by alternating best-match
+neuron pairing and orthogonal Procrustes from several starts (identity; the spectral start, each
+model's eigenbasis of its pooled neuron Gram with signs fixed by third moments; Procrustes over the
+embedding rows of shared tokens), keeping the best objective.
+
+A fitted map overfits the neurons it was fitted on, so the map is cross-fitted: the map that scores
+the rows of layer i of A was fitted on A's layers of the other parity (pooled, against all of B's
+layers, so no layer map is needed). Under independence every layer pair of A's row i is scored by a
+map that saw none of A's layer i, so corresponding and non-corresponding pairs stay exchangeable.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import kernels
+
+FIT_POOL = 1024        # neurons per side in one map fit (the strongest of each layer, spread over layers)
+FIT_ITERATIONS = 8
+NEURON_CAP = 256       # neurons per layer scored
+
+
+class BodyView:
+    """One fingerprint's body features as unit vectors, per layer: neurons (signed part, paired parts), products."""
+
+    def __init__(self, fp):
+        self.fp = fp
+        self.layers = []
+        for i in range(fp.num_layers):
+            n = fp.body_neurons(i)
+            if "up" not in n or "down" not in n:
+                self.layers.append(None)
+                continue
+            if "gate" in n:   # SwiGLU: the gate's sign is fixed, up and down flip sign together
+                signed, paired = kernels.unit_rows(n["gate"].double()), [kernels.unit_rows(n["up"].double()),
+                                                                        kernels.unit_rows(n["down"].double())]
+            else:             # one nonlinearity on up: no sign freedom
+                signed, paired = kernels.unit_rows(n["up"].double()), [kernels.unit_rows(n["down"].double())]
+                signed = torch.cat([signed, paired.pop()], dim=1) / np.sqrt(2)
+            self.layers.append((signed[:NEURON_CAP], [p[:NEURON_CAP] for p in paired]))
+        self.products = []
+        for i in range(fp.num_layers):
+            qk, ov = fp.attention_product(i, "qk"), fp.attention_product(i, "ov")
+            self.products.append(None if qk is None or ov is None else (qk.double(), ov.double()))
+        dims = {l[0].shape[1] for l in self.layers if l is not None}
+        self.dims = dims.pop() if len(dims) == 1 else None
+
+    def pooled(self, layers) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
+        """The strongest neurons of the given layers, stacked (at most FIT_POOL in all)."""
+        present = [l for l in layers if self.layers[l] is not None]
+        if not present:
+            return None
+        per = max(8, FIT_POOL // len(present))
+        signed = torch.cat([self.layers[l][0][:per] for l in present])
+        paired = [torch.cat([self.layers[l][1][k][:per] for l in present]) for k in range(len(self.layers[present[0]][1]))]
+        return signed, paired
+
+
+def similarity(a, b, s: torch.Tensor) -> torch.Tensor:
+    """Neuron similarity of A's rows to B's rows mapped by S (B coordinates -> A coordinates), in [-1, 1]:
+    cosine of the signed part plus the absolute summed cosine of the paired parts, averaged over parts."""
+    sa, pa = a
+    sb, pb = b
+    sim = sa @ (sb @ s.T).T
+    if pa:
+        sim = sim + sum(x @ (y @ s.T).T for x, y in zip(pa, pb)).abs()
+    return sim / (1 + len(pa))
+
+
+def _procrustes_step(a, b, sim, s) -> torch.Tensor:
+    """Orthogonal map from the mutual best matches of a similarity matrix."""
+    best_b = sim.argmax(dim=1)
+    best_a = sim.argmax(dim=0)
+    rows = torch.nonzero(best_a[best_b] == torch.arange(sim.shape[0])).flatten()
+    if rows.numel() < 4:
+        rows = torch.arange(sim.shape[0])
+    cols = best_b[rows]
+    sa, pa = a
+    sb, pb = b
+    m = sa[rows].T @ sb[cols]
+    if pa:
+        sign = torch.sign(sum((x[rows] * (y[cols] @ s.T)).sum(1) for x, y in zip(pa, pb)) + 1e-12)
+        for x, y in zip(pa, pb):
+            m = m + (x[rows] * sign[:, None]).T @ y[cols]
+    return kernels.polar(m)
+
+
+def _spectral(pool) -> torch.Tensor:
+    signed, paired = pool
+    stacked = torch.cat([signed] + paired)
+    gram = stacked.T @ stacked
+    return kernels.principal_basis(gram, gram.shape[0], signed)
+
+
+def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
+    """Best orthogonal map over the starts by alternating matching and Procrustes: (S, objective)."""
+    best, best_obj = None, -np.inf
+    for s in starts:
+        for _ in range(FIT_ITERATIONS):
+            sim = similarity(a_pool, b_pool, s)
+            s_new = _procrustes_step(a_pool, b_pool, sim, s)
+            if torch.allclose(s_new, s, atol=1e-6):
+                break
+            s = s_new
+        obj = float(similarity(a_pool, b_pool, s).max(dim=1).values.mean())
+        if obj > best_obj:
+            best, best_obj = s, obj
+    return best, best_obj
+
+
+def _embedding_start(ctx, dims) -> torch.Tensor | None:
+    ea, eb = ctx.fa.embedding_rows(), ctx.fb.embedding_rows()
+    if ea is None or eb is None or ea[1].shape[1] != dims or eb[1].shape[1] != dims:
+        return None
+    pos = {t: k for k, t in enumerate(eb[0])}
+    shared = [(k, pos[t]) for k, t in enumerate(ea[0]) if t in pos]
+    if len(shared) < 2 * dims:
+        return None
+    ia, ib = zip(*shared)
+    xa, xb = ea[1].double()[list(ia)], eb[1].double()[list(ib)]
+    xa, xb = xa - xa.mean(0), xb - xb.mean(0)
+    return kernels.polar(xa.T @ xb)
+
+
+def cross_fitted_maps(ctx) -> dict | None:
+    """{parity of A's layer: S} where S was fitted on A's layers of the other parity; None if no body features."""
+    if "body_maps" in ctx.cache:
+        return ctx.cache["body_maps"]
+    va, vb = BodyView(ctx.fa), BodyView(ctx.fb)
+    ctx.cache["body_views"] = (va, vb)
+    maps = None
+    if va.dims is not None and va.dims == vb.dims:
+        b_pool = vb.pooled(range(ctx.fb.num_layers))
+        whole_a = va.pooled(range(ctx.fa.num_layers))
+        starts = [torch.eye(va.dims, dtype=torch.float64)]
+        if b_pool is not None and whole_a is not None:
+            starts.append(_spectral(whole_a) @ _spectral(b_pool).T)
+        emb = _embedding_start(ctx, va.dims)
+        if emb is not None:
+            starts.append(emb)
+        maps = {}
+        la = ctx.fa.num_layers
+        for parity in (0, 1):
+            fit_layers = [i for i in range(la) if i % 2 != parity] or list(range(la))
+            a_pool = va.pooled(fit_layers)
+            if a_pool is None or b_pool is None:
+                maps = None
+                break
+            maps[parity], _ = fit_map(a_pool, b_pool, starts)
+    ctx.cache["body_maps"] = maps
+    return maps
+
+
+def neuron_matrix(ctx, pairs=None) -> np.ndarray:
+    """[layers_a, layers_b] mean best-match similarity of the smaller side's neurons, under the cross-fitted map."""
+    la, lb = ctx.fa.num_layers, ctx.fb.num_layers
+    out = np.full((la, lb), np.nan)
+    maps = cross_fitted_maps(ctx)
+    if maps is None:
+        return out
+    va, vb = ctx.cache["body_views"]
+    todo = pairs if pairs is not None else [(i, j) for i in range(la) for j in range(lb)]
+    for i, j in todo:
+        a, b = va.layers[i], vb.layers[j]
+        if a is None or b is None or len(a[1]) != len(b[1]):
+            continue
+        sim = similarity(a, b, maps[i % 2])
+        best = sim.max(dim=1).values if sim.shape[0] <= sim.shape[1] else sim.max(dim=0).values
+        out[i, j] = float(best.mean())
+    return out
+
+
+def attention_matrix(ctx, pairs=None) -> np.ndarray:
+    """[layers_a, layers_b] mean Frobenius cosine of the QK and OV products under the cross-fitted map."""
+    la, lb = ctx.fa.num_layers, ctx.fb.num_layers
+    out = np.full((la, lb), np.nan)
+    maps = cross_fitted_maps(ctx)
+    if maps is None:
+        return out
+    va, vb = ctx.cache["body_views"]
+    ok_b = [j for j in range(lb) if vb.products[j] is not None]
+    if not ok_b:
+        return out
+    for parity, s in maps.items():
+        rows = [i for i in range(la) if i % 2 == parity and va.products[i] is not None]
+        if not rows:
+            continue
+        # flatten every mapped product once, then all layer pairs of this parity in one product
+        mapped = torch.stack([torch.cat([(s @ p @ s.T).reshape(-1) for p in vb.products[j]]) for j in ok_b])
+        mine = torch.stack([torch.cat([p.reshape(-1) for p in va.products[i]]) for i in rows])
+        half = mine.shape[1] // 2
+        cos = sum(kernels.unit_rows(mine[:, h]) @ kernels.unit_rows(mapped[:, h]).T
+                  for h in (slice(0, half), slice(half, None))) / 2
+        out[np.ix_(rows, ok_b)] = cos.numpy()
+    return out
