@@ -34,40 +34,42 @@ class BodyView:
             if "up" not in n or "down" not in n:
                 self.layers.append(None)
                 continue
-            if "gate" in n:   # SwiGLU: the gate's sign is fixed, up and down flip sign together
-                signed, paired = kernels.unit_rows(n["gate"].double()), [kernels.unit_rows(n["up"].double()),
-                                                                        kernels.unit_rows(n["down"].double())]
-            else:             # one nonlinearity on up: no sign freedom
-                signed, paired = kernels.unit_rows(n["up"].double()), [kernels.unit_rows(n["down"].double())]
-                signed = torch.cat([signed, paired.pop()], dim=1) / np.sqrt(2)
-            self.layers.append((signed[:NEURON_CAP], [p[:NEURON_CAP] for p in paired]))
+            unit = {p: kernels.unit_rows(t.double())[:NEURON_CAP] for p, t in n.items()}
+            if "gate" in unit:   # SwiGLU: the gate's sign is fixed, up and down flip sign together
+                self.layers.append(([unit["gate"]], [unit["up"], unit["down"]]))
+            else:                # one nonlinearity on up: no sign freedom
+                self.layers.append(([unit["up"], unit["down"]], []))
         self.products = []
         for i in range(fp.num_layers):
             qk, ov = fp.attention_product(i, "qk"), fp.attention_product(i, "ov")
             self.products.append(None if qk is None or ov is None else (qk.double(), ov.double()))
-        dims = {l[0].shape[1] for l in self.layers if l is not None}
+        dims = {l[0][0].shape[1] for l in self.layers if l is not None}
         self.dims = dims.pop() if len(dims) == 1 else None
 
-    def pooled(self, layers) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
-        """The strongest neurons of the given layers, stacked (at most FIT_POOL in all)."""
+    def pooled(self, layers) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+        """The strongest neurons of the given layers, stacked (at most about FIT_POOL in all)."""
         present = [l for l in layers if self.layers[l] is not None]
         if not present:
             return None
         per = max(8, FIT_POOL // len(present))
-        signed = torch.cat([self.layers[l][0][:per] for l in present])
-        paired = [torch.cat([self.layers[l][1][k][:per] for l in present]) for k in range(len(self.layers[present[0]][1]))]
-        return signed, paired
+        first = self.layers[present[0]]
+        return tuple([torch.cat([self.layers[l][side][k][:per] for l in present]) for k in range(len(first[side]))]
+                     for side in (0, 1))
+
+    def kind(self) -> tuple[int, int] | None:
+        """(signed parts, paired parts) of the descriptor, None when layers disagree or none has neurons."""
+        kinds = {(len(l[0]), len(l[1])) for l in self.layers if l is not None}
+        return kinds.pop() if len(kinds) == 1 else None
 
 
 def similarity(a, b, s: torch.Tensor) -> torch.Tensor:
     """Neuron similarity of A's rows to B's rows mapped by S (B coordinates -> A coordinates), in [-1, 1]:
-    cosine of the signed part plus the absolute summed cosine of the paired parts, averaged over parts."""
-    sa, pa = a
-    sb, pb = b
-    sim = sa @ (sb @ s.T).T
+    cosines of the signed parts plus the absolute summed cosine of the paired parts, averaged over parts."""
+    (sa, pa), (sb, pb) = a, b
+    sim = sum(x @ (y @ s.T).T for x, y in zip(sa, sb))
     if pa:
         sim = sim + sum(x @ (y @ s.T).T for x, y in zip(pa, pb)).abs()
-    return sim / (1 + len(pa))
+    return sim / (len(sa) + len(pa))
 
 
 def _procrustes_step(a, b, sim, s) -> torch.Tensor:
@@ -78,21 +80,19 @@ def _procrustes_step(a, b, sim, s) -> torch.Tensor:
     if rows.numel() < 4:
         rows = torch.arange(sim.shape[0])
     cols = best_b[rows]
-    sa, pa = a
-    sb, pb = b
-    m = sa[rows].T @ sb[cols]
+    (sa, pa), (sb, pb) = a, b
+    m = sum(x[rows].T @ y[cols] for x, y in zip(sa, sb))
     if pa:
         sign = torch.sign(sum((x[rows] * (y[cols] @ s.T)).sum(1) for x, y in zip(pa, pb)) + 1e-12)
-        for x, y in zip(pa, pb):
-            m = m + (x[rows] * sign[:, None]).T @ y[cols]
+        m = m + sum((x[rows] * sign[:, None]).T @ y[cols] for x, y in zip(pa, pb))
     return kernels.polar(m)
 
 
 def _spectral(pool) -> torch.Tensor:
     signed, paired = pool
-    stacked = torch.cat([signed] + paired)
+    stacked = torch.cat(list(signed) + list(paired))
     gram = stacked.T @ stacked
-    return kernels.principal_basis(gram, gram.shape[0], signed)
+    return kernels.principal_basis(gram, gram.shape[0], signed[0])
 
 
 def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
@@ -132,7 +132,7 @@ def cross_fitted_maps(ctx) -> dict | None:
     va, vb = BodyView(ctx.fa), BodyView(ctx.fb)
     ctx.cache["body_views"] = (va, vb)
     maps = None
-    if va.dims is not None and va.dims == vb.dims:
+    if va.dims is not None and va.dims == vb.dims and va.kind() is not None and va.kind() == vb.kind():
         b_pool = vb.pooled(range(ctx.fb.num_layers))
         whole_a = va.pooled(range(ctx.fa.num_layers))
         starts = [torch.eye(va.dims, dtype=torch.float64)]
@@ -165,7 +165,7 @@ def neuron_matrix(ctx, pairs=None) -> np.ndarray:
     todo = pairs if pairs is not None else [(i, j) for i in range(la) for j in range(lb)]
     for i, j in todo:
         a, b = va.layers[i], vb.layers[j]
-        if a is None or b is None or len(a[1]) != len(b[1]):
+        if a is None or b is None:
             continue
         sim = similarity(a, b, maps[i % 2])
         best = sim.max(dim=1).values if sim.shape[0] <= sim.shape[1] else sim.max(dim=0).values

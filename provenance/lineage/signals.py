@@ -15,6 +15,7 @@ import numpy as np
 from .. import kernels
 from ..fingerprint.record import BIAS_PROJECTIONS, NORM_KINDS, SIGMA_ROLES
 from . import body, similarity
+from .embedding import embedding_signal
 
 SIGMA_NULL = ("no calibrated null. Reported backgrounds: unrelated pairs 0.30-0.70 (modelDNA); "
               "0.91 for unrelated deepseek-llm-7b vs llama2-7b; function-preserving rescaling moves every curve")
@@ -142,6 +143,11 @@ SIGNALS: list[Signal] = [
     Signal("body_attention", body.attention_matrix, layerwise=True, calibrated=True, min_effect=0.15, align=True,
            note="body-only: cosine of the per-layer attention products sum_h W_q^h^T W_k^h and W_o^h W_v^h (norms folded; "
                 "invariant to head permutation and per-head Q/K, V/O rescaling) under the cross-fitted residual map"),
+    Signal("embedding", embedding_signal, layerwise=False, calibrated=True, min_effect=0.5,
+           note="token embeddings over shared token strings: orthogonal Procrustes fitted on half the shared tokens, "
+                "median cosine of the other half (both ways); invariant to rotation and permutation of the hidden basis. "
+                "Catches lineage when the bodies have drifted; independent models on similar data align partly, hence "
+                "a reference-panel null and a wide margin"),
     Signal("depth_alignment", _depth_alignment, layerwise=False, calibrated=False,
            null="none: it chooses the layer pairs the other signals test"),
     Signal("norm_vectors", _norm_vectors, layerwise=False, calibrated=False, null="none",

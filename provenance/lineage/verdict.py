@@ -92,7 +92,10 @@ def compare_fingerprints(fa, fb, signals=None) -> dict:
             out_signals.append(_layerwise_result(s, ctx, matrices[s.name]))
         else:
             res = {"name": s.shown_name(ctx), "null": s.null, "note": s.note}
+            if s.calibrated:
+                res["min_effect"] = s.min_effect
             res.update(s.compute(ctx))
+            res["used"] = bool(res.get("used")) and (s.calibrated or s.name == "depth_alignment")
             out_signals.append(res)
 
     verdict, p_value, reason = rule.decide(out_signals, ctx.enough_anchors)
