@@ -109,7 +109,7 @@ def compare_fingerprints(fa, fb, signals=None) -> dict:
         "shared_anchors": len(ia),
         "anchor_note": anchor_note,
         "decision_rule": decision_rule(rows),
-        "direction": direction.infer(ctx, out_signals),
+        "direction": direction.infer(ctx, verdict),
         "a": _side(fa), "b": _side(fb),
         "matrices": {s.matrix_key or s.name: _jsonable(matrices[s.name]) for s in layerwise},
     }
