@@ -22,6 +22,7 @@ FIT_POOL = 384         # neurons per side in one map fit (the strongest of each 
 FIT_ITERATIONS = 5
 GOOD_ENOUGH = 0.9      # a start whose fitted objective reaches this ends the search over starts
 DTYPE = torch.float32
+SOFTNESS = 0.02       # temperature of the soft matching in the map fit
 NEURON_CAP = 256       # neurons per layer scored
 
 
@@ -77,18 +78,15 @@ def similarity(a, b, s: torch.Tensor) -> torch.Tensor:
 
 
 def _procrustes_step(a, b, sim, s) -> torch.Tensor:
-    """Orthogonal map from the mutual best matches of a similarity matrix."""
-    best_b = sim.argmax(dim=1)
-    best_a = sim.argmax(dim=0)
-    rows = torch.nonzero(best_a[best_b] == torch.arange(sim.shape[0])).flatten()
-    if rows.numel() < 4:
-        rows = torch.arange(sim.shape[0])
-    cols = best_b[rows]
+    """Orthogonal map from a soft mutual matching (weights smooth in the similarities, so a small change of the
+    weights, such as a lower-precision copy, moves the map a little rather than flipping discrete pairings)."""
+    w = torch.softmax(sim / SOFTNESS, dim=1) * torch.softmax(sim / SOFTNESS, dim=0)
     (sa, pa), (sb, pb) = a, b
-    m = sum(x[rows].T @ y[cols] for x, y in zip(sa, sb))
+    m = sum(x.T @ w @ y for x, y in zip(sa, sb))
     if pa:
-        sign = torch.sign(sum((x[rows] * (y[cols] @ s.T)).sum(1) for x, y in zip(pa, pb)) + 1e-12)
-        m = m + sum((x[rows] * sign[:, None]).T @ y[cols] for x, y in zip(pa, pb))
+        sign = torch.sign(sum(x @ (y @ s.T).T for x, y in zip(pa, pb)))
+        ws = w * sign
+        m = m + sum(x.T @ ws @ y for x, y in zip(pa, pb))
     return kernels.polar(m)
 
 
