@@ -116,7 +116,7 @@ def compare_fingerprints(fa, fb, signals=None) -> dict:
 
 
 def _layerwise_result(s: Signal, ctx: Context, matrix: np.ndarray) -> dict:
-    t = null.layer_null_test(matrix, ctx.path, ctx.searched)
+    t = null.layer_null_test(matrix, ctx.path, ctx.searched, s.scale_floor)
     note = t.get("note", "")
     usable = t["p_value"] is not None
     if s.needs_anchors and not ctx.enough_anchors:
