@@ -67,27 +67,39 @@ class BodyView:
         return kinds.pop() if len(kinds) == 1 else None
 
 
+def _parts(a, b, s: torch.Tensor):
+    """(sum of signed-part cosines, sum of paired-part cosines or None) of A's rows against B's rows mapped by S."""
+    (sa, pa), (sb, pb) = a, b
+    signed = torch.cat(sa, dim=1) @ torch.cat([y @ s.T for y in sb], dim=1).T
+    paired = torch.cat(pa, dim=1) @ torch.cat([y @ s.T for y in pb], dim=1).T if pa else None
+    return signed, paired
+
+
 def similarity(a, b, s: torch.Tensor) -> torch.Tensor:
     """Neuron similarity of A's rows to B's rows mapped by S (B coordinates -> A coordinates), in [-1, 1]:
     cosines of the signed parts plus the absolute summed cosine of the paired parts, averaged over parts."""
-    (sa, pa), (sb, pb) = a, b
-    sim = sum(x @ (y @ s.T).T for x, y in zip(sa, sb))
-    if pa:
-        sim = sim + sum(x @ (y @ s.T).T for x, y in zip(pa, pb)).abs()
-    return sim / (len(sa) + len(pa))
+    signed, paired = _parts(a, b, s)
+    return (signed if paired is None else signed + paired.abs()) / (len(a[0]) + len(a[1]))
 
 
-def _procrustes_step(a, b, sim, s) -> torch.Tensor:
+def _block_trace(xs, weighted: torch.Tensor) -> torch.Tensor:
+    """sum over parts p of x_p^T (W y_p), with W y stacked by part along the columns."""
+    k = xs[0].shape[1]
+    return sum(x.T @ weighted[:, i * k:(i + 1) * k] for i, x in enumerate(xs))
+
+
+def _procrustes_step(a, b, s) -> tuple[torch.Tensor, torch.Tensor]:
     """Orthogonal map from a soft mutual matching (weights smooth in the similarities, so a small change of the
-    weights, such as a lower-precision copy, moves the map a little rather than flipping discrete pairings)."""
+    weights, such as a lower-precision copy, moves the map a little rather than flipping discrete pairings).
+    Returns (new map, the similarity under the old one)."""
+    signed, paired = _parts(a, b, s)
+    sim = (signed if paired is None else signed + paired.abs()) / (len(a[0]) + len(a[1]))
     w = torch.softmax(sim / SOFTNESS, dim=1) * torch.softmax(sim / SOFTNESS, dim=0)
     (sa, pa), (sb, pb) = a, b
-    m = sum(x.T @ w @ y for x, y in zip(sa, sb))
+    m = _block_trace(sa, w @ torch.cat(sb, dim=1))
     if pa:
-        sign = torch.sign(sum(x @ (y @ s.T).T for x, y in zip(pa, pb)))
-        ws = w * sign
-        m = m + sum(x.T @ ws @ y for x, y in zip(pa, pb))
-    return kernels.polar(m)
+        m = m + _block_trace(pa, (w * torch.sign(paired)) @ torch.cat(pb, dim=1))
+    return kernels.polar(m), sim
 
 
 def _spectral(pool) -> torch.Tensor:
@@ -102,8 +114,7 @@ def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
     best, best_obj = None, -np.inf
     for s in starts:
         for _ in range(FIT_ITERATIONS):
-            sim = similarity(a_pool, b_pool, s)
-            s_new = _procrustes_step(a_pool, b_pool, sim, s)
+            s_new, _ = _procrustes_step(a_pool, b_pool, s)
             if torch.allclose(s_new, s, atol=1e-4):
                 break
             s = s_new
