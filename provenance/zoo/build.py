@@ -133,10 +133,10 @@ TRANSFORMS: dict[str, Transform] = {
     "pangu": Transform("fine-grained MoE split (as finegrained_moe), new tokenizer with embeddings and LM head "
                        "re-initialized, 150 steps with the body frozen, then 2000 steps in full at lr 3e-3",
                        _pangu, steps=2000, lr=3e-3, pre=(Phase(150, 3e-3, _embeddings_only),)),
-    "scratch_moe": Transform("control, not derived: an MoE of the pangu shape and tokenizer size trained from a "
+    "scratch_moe": Transform("an MoE of the pangu shape and tokenizer size trained from a "
                              f"fresh random initialisation on the base data ({BASE_STEPS} steps)",
                              _scratch(moe=True), steps=BASE_STEPS, lr=BASE_LR, data="base", independent=True),
-    "scratch_vocab": Transform("control, not derived: the base architecture with the other tokenizer trained from "
+    "scratch_vocab": Transform("the base architecture with the other tokenizer trained from "
                                f"a fresh random initialisation on the base data ({BASE_STEPS} steps)",
                                _scratch(moe=False), steps=BASE_STEPS, lr=BASE_LR, data="base", independent=True),
 }
