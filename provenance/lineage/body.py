@@ -18,12 +18,17 @@ import torch
 
 from .. import kernels
 
-FIT_POOL = 384         # neurons per side in one map fit (the strongest of each layer, spread over layers)
+FIT_POOL = 384         # least neurons per side in one map fit (the strongest of each layer, spread over layers)
 FIT_ITERATIONS = 5
 GOOD_ENOUGH = 0.9      # a start whose fitted objective reaches this ends the search over starts
 DTYPE = torch.float32
 SOFTNESS = 0.02       # temperature of the soft matching in the map fit
 NEURON_CAP = 256       # neurons per layer scored
+
+
+def fit_pool(dims: int | None) -> int:
+    """Neurons per side in a map fit: enough matched pairs to pin an orthogonal map of this many dimensions."""
+    return max(FIT_POOL, 4 * (dims or 0))
 
 
 class BodyView:
@@ -52,11 +57,11 @@ class BodyView:
         self.dims = dims.pop() if len(dims) == 1 else None
 
     def pooled(self, layers) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
-        """The strongest neurons of the given layers, stacked (at most about FIT_POOL in all)."""
+        """The strongest neurons of the given layers, stacked (about fit_pool(dims) in all)."""
         present = [l for l in layers if self.layers[l] is not None]
         if not present:
             return None
-        per = max(8, FIT_POOL // len(present))
+        per = max(8, fit_pool(self.dims) // len(present))
         first = self.layers[present[0]]
         return tuple([torch.cat([self.layers[l][side][k][:per] for l in present]) for k in range(len(first[side]))]
                      for side in (0, 1))
@@ -95,6 +100,7 @@ def _procrustes_step(a, b, s) -> tuple[torch.Tensor, torch.Tensor]:
     signed, paired = _parts(a, b, s)
     sim = (signed if paired is None else signed + paired.abs()) / (len(a[0]) + len(a[1]))
     w = torch.softmax(sim / SOFTNESS, dim=1) * torch.softmax(sim / SOFTNESS, dim=0)
+    w = torch.where(w > 1e-12, w, 0.0)  # denormal weights contribute nothing and make the products crawl
     (sa, pa), (sb, pb) = a, b
     m = _block_trace(sa, w @ torch.cat(sb, dim=1))
     if pa:
@@ -110,17 +116,19 @@ def _spectral(pool) -> torch.Tensor:
 
 
 def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
-    """Best orthogonal map over the starts by alternating matching and Procrustes: (S, objective)."""
+    """Best orthogonal map over the starts and every iterate of alternating soft matching and Procrustes
+    (a start that already fits is never made worse): (S, objective = mean best-match similarity of A's rows)."""
     best, best_obj = None, -np.inf
     for s in starts:
-        for _ in range(FIT_ITERATIONS):
-            s_new, _ = _procrustes_step(a_pool, b_pool, s)
-            if torch.allclose(s_new, s, atol=1e-4):
+        for step in range(FIT_ITERATIONS + 1):
+            s_new, sim = _procrustes_step(a_pool, b_pool, s)
+            obj = float(sim.max(dim=1).values.mean())
+            improved = obj > best_obj + 1e-4
+            if obj > best_obj:
+                best, best_obj = s, obj
+            if step == FIT_ITERATIONS or torch.allclose(s_new, s, atol=1e-4) or (step > 0 and not improved):
                 break
             s = s_new
-        obj = float(similarity(a_pool, b_pool, s).max(dim=1).values.mean())
-        if obj > best_obj:
-            best, best_obj = s, obj
         if best_obj >= GOOD_ENOUGH:
             break
     return best, best_obj
