@@ -181,6 +181,39 @@ def check_schema(doc: dict, tensors: dict, path) -> None:
     for feature in doc.get("features", []):
         if feature not in FEATURES or _key(feature) not in tensors:
             raise MalformedInput(f"fingerprint lists feature {feature!r} but the file has no such tensor", path)
+    _check_shapes(doc, tensors, path)
+
+
+def _check_shapes(doc: dict, tensors: dict, path) -> None:
+    """Shapes that the comparison relies on agree with each other and with the document."""
+    def bad(what):
+        raise MalformedInput(f"fingerprint {what}", path)
+
+    n_anchors = len(doc["anchors"].get("tokens", []))
+    dims = doc.get("settings", {}).get("body_dims")
+    for key, t in tensors.items():
+        if not torch.is_floating_point(t) or not torch.isfinite(t).all():
+            bad(f"tensor {key!r} is not finite floating point")
+    for i, layer in enumerate(doc["layers"]):
+        feats = set(layer.get("features", []))
+        for f in feats:
+            t = tensors[_key(f, i)]
+            if f.startswith("gram.") and tuple(t.shape) != (n_anchors, n_anchors):
+                bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected ({n_anchors}, {n_anchors})")
+            if f.startswith("profile.") and (t.dim() != 2 or t.shape[1] != n_anchors):
+                bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected (neurons, {n_anchors})")
+            if f in ("body.qk", "body.ov") and tuple(t.shape) != (dims, dims):
+                bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected ({dims}, {dims})")
+        body = [tensors[_key(f"body.{p}", i)] for p in NEURON_PARTS if f"body.{p}" in feats]
+        if body and (any(t.dim() != 2 or t.shape[1] != dims for t in body) or len({t.shape[0] for t in body}) != 1):
+            bad(f"layer {i} body neuron features disagree in shape")
+        if ("profile.gate" in feats and "profile.up" in feats
+                and tensors[_key("profile.gate", i)].shape != tensors[_key("profile.up", i)].shape):
+            bad(f"layer {i} gate and up profiles disagree in shape")
+    if "embed.rows" in doc.get("features", []):
+        rows, tokens = tensors[_key("embed.rows")], doc.get("embedding", {}).get("tokens")
+        if not isinstance(tokens, list) or rows.dim() != 2 or rows.shape[0] != len(tokens) or rows.shape[1] != dims:
+            bad("embedding rows disagree with the embedding token list or the body dimension")
 
 
 def load_fingerprint(path: str | Path) -> Fingerprint:
