@@ -299,8 +299,8 @@ def main(argv=None) -> int:
     doc = {"benchmark": "lineage_zoo", "schema_version": SCHEMA_VERSION, "tool_version": provenance.__version__,
            "identity": cpu.identity(), "seeds": seeds, "decision_rule": DECISION, "sigma_threshold": SIGMA_THRESHOLD,
            "awm": "LAP on shared-vocabulary embedding columns (1 - |cos|, signs), unbiased CKA of W_q and W_k per layer, mean",
-           "transforms": {t: {"description": TRANSFORMS[t].description, "independent": TRANSFORMS[t].independent}
-                          for t in args.transforms},
+           "recipes": {t: {"description": TRANSFORMS[t].description, "independent": TRANSFORMS[t].independent}
+                       for t in args.transforms},
            "compare_seconds": time.perf_counter() - compare_start, **summary, "pairs": results}
     if args.out:
         write_json(args.out, _jsonable(doc))
