@@ -165,6 +165,54 @@ def is_fingerprint_file(path: Path) -> bool:
         return False
 
 
+# where in the document -> the types accepted there (the parts the comparison reads)
+_STR_LIST = "list of strings"
+STRUCTURE = {
+    ("model",): dict, ("model", "content_hash"): str, ("model", "family"): str, ("model", "format"): str,
+    ("backend",): dict, ("settings",): dict, ("anchors",): dict, ("anchors", "tokens"): _STR_LIST,
+    ("anchors", "matched_by"): str, ("layers",): list,
+}
+OPTIONAL = {("model", "label"): (str, type(None)), ("settings", "body_dims"): int, ("embedding",): dict,
+            ("embedding", "tokens"): _STR_LIST, ("embedding", "matched_by"): str, ("features",): _STR_LIST}
+LAYER_STRUCTURE = {"sigma": dict, "features": _STR_LIST}
+LAYER_OPTIONAL = {"neurons": int, "moe": bool, "bias_sigma": dict, "notes": list}
+
+
+def _type_ok(value, expected) -> bool:
+    if expected == _STR_LIST:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+
+
+def _check_structure(doc: dict, path) -> None:
+    def lookup(node, where):
+        for key in where:
+            if not isinstance(node, dict) or key not in node:
+                return KeyError
+            node = node[key]
+        return node
+
+    for table, required in ((STRUCTURE, True), (OPTIONAL, False)):
+        for where, expected in table.items():
+            value = lookup(doc, where)
+            if value is KeyError and not required:
+                continue
+            if value is KeyError or not _type_ok(value, expected):
+                raise MalformedInput(f"fingerprint document field {'.'.join(where)} is missing or not a {expected}", path)
+    for i, layer in enumerate(doc["layers"]):
+        if not isinstance(layer, dict):
+            raise MalformedInput(f"fingerprint layer {i} is not an object", path)
+        for table, required in ((LAYER_STRUCTURE, True), (LAYER_OPTIONAL, False)):
+            for key, expected in table.items():
+                if key not in layer and not required:
+                    continue
+                if key not in layer or not _type_ok(layer[key], expected):
+                    raise MalformedInput(f"fingerprint layer {i} field {key} is missing or not a {expected}", path)
+        if not all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                   for k, v in layer["sigma"].items()):
+            raise MalformedInput(f"fingerprint layer {i} sigma values are not numbers", path)
+
+
 def check_schema(doc: dict, tensors: dict, path) -> None:
     """Refuse another major schema version, and documents whose listed features are missing."""
     version = str(doc.get("schema_version", ""))
@@ -172,8 +220,7 @@ def check_schema(doc: dict, tensors: dict, path) -> None:
     if version.split(".")[0] != ours.split(".")[0]:
         raise Unsupported(f"fingerprint schema {version or 'unknown'!r}; this version reads {ours}: "
                           "fingerprint the model again with this version", path)
-    if not isinstance(doc.get("layers"), list) or not isinstance(doc.get("anchors"), dict) or "model" not in doc:
-        raise MalformedInput("fingerprint document lacks layers, anchors or model", path)
+    _check_structure(doc, path)
     for i, layer in enumerate(doc["layers"]):
         for feature in layer.get("features", []):
             if feature not in FEATURES or _key(feature, i) not in tensors:
