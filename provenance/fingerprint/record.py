@@ -48,6 +48,8 @@ FEATURES: dict[str, tuple[str, str]] = {
                         "of each kept MLP neuron (routed and shared experts pooled)") for part in ("gate", "up", "down")},
     "body.qk": ("layer.{i}.body.qk", "[dims, dims] sum over heads of W_q^h^T W_k^h, norms folded"),
     "body.ov": ("layer.{i}.body.ov", "[dims, dims] sum over heads of W_o^h W_v^h, norms folded"),
+    "body.attn_rows": ("layer.{i}.body.attn_rows", "[rows, dims] norm-folded rows of Q, K, V and columns of O, "
+                       "evenly spaced by index"),
     "embed.rows": ("embed.rows", "[tokens, dims] token-embedding rows of the embedding tokens, in body coordinates"),
 }
 NEURON_PARTS = ("gate", "up", "down")
@@ -249,6 +251,8 @@ def _check_shapes(doc: dict, tensors: dict, path) -> None:
                 bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected ({n_anchors}, {n_anchors})")
             if f.startswith("profile.") and (t.dim() != 2 or t.shape[1] != n_anchors):
                 bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected (neurons, {n_anchors})")
+            if f == "body.attn_rows" and (t.dim() != 2 or t.shape[1] != dims):
+                bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected (rows, {dims})")
             if f in ("body.qk", "body.ov") and tuple(t.shape) != (dims, dims):
                 bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected ({dims}, {dims})")
         body = [tensors[_key(f"body.{p}", i)] for p in NEURON_PARTS if f"body.{p}" in feats]

@@ -49,6 +49,10 @@ class BodyView:
                 self.layers.append(([unit["gate"]], [unit["up"], unit["down"]]))
             else:                # one nonlinearity on up: no sign freedom
                 self.layers.append(([unit["up"], unit["down"]], []))
+        self.attn_rows = []
+        for i in range(fp.num_layers):
+            r = fp.feature("body.attn_rows", i)
+            self.attn_rows.append(None if r is None else kernels.unit_rows(r.to(DTYPE)))
         self.products = []
         for i in range(fp.num_layers):
             qk, ov = fp.attention_product(i, "qk"), fp.attention_product(i, "ov")
@@ -148,6 +152,17 @@ def _embedding_start(ctx, dims) -> torch.Tensor | None:
     return kernels.polar(xa.T @ xb)
 
 
+def _attention_row_start(va, vb, layers) -> torch.Tensor | None:
+    """Procrustes over the Q/K/V rows and O columns of the same index in the same layers: the map itself when one
+    model is a residual rotation of the other with its head layout kept. Only the given layers are used."""
+    pairs = [(va.attn_rows[l], vb.attn_rows[l]) for l in layers
+             if l < len(vb.attn_rows) and va.attn_rows[l] is not None and vb.attn_rows[l] is not None
+             and va.attn_rows[l].shape == vb.attn_rows[l].shape]
+    if not pairs:
+        return None
+    return kernels.polar(sum(a.T @ b for a, b in pairs))
+
+
 def cross_fitted_maps(ctx) -> dict | None:
     """{parity of A's layer: S} where S was fitted on A's layers of the other parity; None if no body features."""
     if "body_maps" in ctx.cache:
@@ -172,7 +187,8 @@ def cross_fitted_maps(ctx) -> dict | None:
             if a_pool is None or b_pool is None:
                 maps = None
                 break
-            maps[parity], _ = fit_map(a_pool, b_pool, starts)
+            rows_start = _attention_row_start(va, vb, fit_layers) if ctx.fa.num_layers == ctx.fb.num_layers else None
+            maps[parity], _ = fit_map(a_pool, b_pool, starts + ([rows_start] if rows_start is not None else []))
     ctx.cache["body_maps"] = maps
     return maps
 
