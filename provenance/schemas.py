@@ -10,8 +10,8 @@ from . import __distribution__, __version__
 SCHEMA_VERSIONS = {
     "inspect": "1.0",
     "backends": "1.0",
-    "fingerprint": "1.0",
-    "compare": "1.0",
+    "fingerprint": "2.0",
+    "compare": "2.0",
     "drift": "1.0",
     "drift_compare": "1.0",
     "suite": "1.0",

@@ -35,8 +35,8 @@ KERNELS: dict[str, DriftKernel] = {
     "std": DriftKernel(lambda i: kernels.std(i["wq"]), matmul=False),
     "rms_norm": DriftKernel(lambda i: kernels.rms_rows(i["embed"]), matmul=False, slice_input="embed", output_hidden_axis=-1),
     "centred_correlation": DriftKernel(lambda i: kernels.pearson(i["norm_a"], i["norm_b"]), matmul=False),
-    "anchor_features": DriftKernel(lambda i: (kernels.rms_rows(i["embed"]) * i["g_attn"]) @ i["wq"].T, matmul=True, slice_input="embed"),
-    "gram": DriftKernel(lambda i: kernels.gram((kernels.rms_rows(i["embed"]) * i["g_attn"]) @ i["wq"].T), matmul=True),
+    "anchor_features": DriftKernel(lambda i: kernels.projection_features(kernels.anchor_inputs(i["embed"], i["g_attn"]), i["wq"]), matmul=True, slice_input="embed"),
+    "gram": DriftKernel(lambda i: kernels.gram(kernels.projection_features(kernels.anchor_inputs(i["embed"], i["g_attn"]), i["wq"])), matmul=True),
     "unbiased_cka": DriftKernel(lambda i: kernels.unbiased_cka(i["gram_a"], i["gram_b"]), matmul=True),
     "assignment_cost": DriftKernel(lambda i: kernels.neuron_similarity(None, kernels.standardize_rows(i["up_a"]), None,
                                                                       kernels.standardize_rows(i["up_b"])),
@@ -60,8 +60,8 @@ def kernel_inputs(view_a, view_b, layer: int = 0) -> dict:
         g = kernels.fold_norm(torch.ones(e.shape[-1], dtype=torch.float64), f64(view.get("norm.attn", layer)))
         wq, up = f64(view.get("attn.q", layer)), f64(view.get("mlp.up", layer))
         # the same features the fingerprint stores: Q Gram and up-neuron profiles over the anchors
-        out[f"gram_{suffix}"] = kernels.gram((kernels.rms_rows(e) * g) @ wq.T)
-        out[f"up_{suffix}"] = (up @ kernels.fold_norm(kernels.rms_rows(e), f64(view.get("norm.mlp", layer))).T).contiguous()
+        out[f"gram_{suffix}"] = kernels.gram(kernels.projection_features(kernels.anchor_inputs(e, g), wq))
+        out[f"up_{suffix}"] = kernels.neuron_profiles(kernels.anchor_inputs(e, f64(view.get("norm.mlp", layer))), up).contiguous()
         out[f"norm_{suffix}"] = g
         if suffix == "a":
             out.update({"embed": e, "g_attn": g, "wq": wq, "wk": f64(view.get("attn.k", layer)), "wv": f64(view.get("attn.v", layer)),

@@ -13,7 +13,7 @@ from ..backends import CpuBackend, available_backends, get_backend
 
 from ..errors import Unsupported
 from ..fingerprint import fingerprint_view
-from ..lineage import DECISION, compare_fingerprints
+from ..lineage import compare_fingerprints, margins
 from ..model import open_model
 from ..progress import Progress
 from ..schemas import SCHEMA_VERSIONS
@@ -158,17 +158,14 @@ def _verdict_row(pair, golden, configs_results) -> dict:
                 effect_drift = max(effect_drift, abs(s["effect"] - g_used[name]["effect"]))
                 stat_drift = max(stat_drift, abs(s["statistic"] - g_used[name]["statistic"]))
                 logp_drift = max(logp_drift, abs(_log10(s["p_value"]) - _log10(g_used[name]["p_value"])))
-    k = max(1, len(g_used))
+    m = margins(golden)
+    effect_margin, logp_margin = m["effect_margin"], m["log10_p_margin"]
     if golden["verdict"] == "derived":
-        effect_margin = max(s["effect"] - s["min_effect"] for s in g_used.values())
-        logp_margin = _log10(DECISION["alpha_derived"] / k) - min(_log10(s["p_value"]) for s in g_used.values())
         ratio = min(effect_margin / effect_drift, logp_margin / logp_drift)
     elif golden["verdict"] == "independent":
-        logp_margin = min(_log10(s["p_value"]) for s in g_used.values()) - _log10(DECISION["alpha_independent"])
         ratio = logp_margin / logp_drift
-        effect_margin = None
     else:
-        effect_margin, logp_margin, ratio = None, None, None
+        ratio = None
     verdicts = {label: r["verdict"] for label, r in configs_results.items()}
     flips = sorted(label for label, v in verdicts.items() if v != golden["verdict"])
     deciding_drift = logp_drift if golden["verdict"] == "independent" else min(effect_drift, logp_drift)

@@ -16,8 +16,9 @@ FULL_MLP_PAIRS = 576  # beyond this many layer pairs, MLP similarity is computed
 
 
 def shared_anchors(fa, fb) -> tuple[list[int], list[int], str]:
-    ma, mb = fa.doc["anchors"]["matched_by"], fb.doc["anchors"]["matched_by"]
-    ta, tb = fa.doc["anchors"]["tokens"], fb.doc["anchors"]["tokens"]
+    """Indices of the anchors both fingerprints hold (by canonical string), and a note when they were identified differently."""
+    ta, ma = fa.anchors()
+    tb, mb = fb.anchors()
     pos_b = {t: i for i, t in enumerate(tb)}
     ia = [i for i, t in enumerate(ta) if t in pos_b]
     ib = [pos_b[ta[i]] for i in ia]
@@ -60,8 +61,8 @@ def attention_matrix(fa, fb, ia, ib) -> np.ndarray:
         return np.full((la, lb), np.nan)
     total, count = np.zeros((la, lb)), np.zeros((la, lb))
     for short in ("q", "k", "v"):
-        a = _hsic_terms([fa.tensor(f"layer.{i}.gram.{short}") for i in range(la)], ia)
-        b = _hsic_terms([fb.tensor(f"layer.{j}.gram.{short}") for j in range(lb)], ib)
+        a = _hsic_terms([fa.gram(i, short) for i in range(la)], ia)
+        b = _hsic_terms([fb.gram(j, short) for j in range(lb)], ib)
         cross = _batched_hsic(a, b, n)
         self_a = torch.diagonal(_batched_hsic(a, a, n)).clamp_min(0).sqrt()
         self_b = torch.diagonal(_batched_hsic(b, b, n)).clamp_min(0).sqrt()
@@ -81,8 +82,8 @@ class _Profiles:
 
     def __getitem__(self, layer: int):
         if layer not in self.cache:
-            up = self.fp.tensor(f"layer.{layer}.mlp.up")
-            gate = self.fp.tensor(f"layer.{layer}.mlp.gate")
+            up = self.fp.profiles(layer, "up")
+            gate = self.fp.profiles(layer, "gate")
             prep = (lambda t: None if t is None else kernels.standardize_rows(t.double()[:, self.sel]))
             self.cache[layer] = (prep(gate), prep(up))
         return self.cache[layer]
@@ -97,6 +98,7 @@ def mlp_pair(pa: _Profiles, pb: _Profiles, i: int, j: int) -> float:
 
 
 def mlp_matrix(fa, fb, ia, ib, pairs=None) -> np.ndarray:
+    """[layers_a, layers_b] mean matched neuron similarity; only `pairs` (default all) are computed, NaN elsewhere."""
     la, lb = fa.num_layers, fb.num_layers
     out = np.full((la, lb), np.nan)
     if len(ia) < 8:

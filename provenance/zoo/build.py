@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -28,12 +29,65 @@ TRAIN_THREADS = 1  # one thread: no reduction order left to the scheduler, so a 
 
 
 @dataclass(frozen=True)
+class Phase:
+    """A training phase run before a transform's main one; `trainable` picks the tensors it updates."""
+    steps: int
+    lr: float
+    trainable: Callable[[str], bool] | None = None
+
+
+@dataclass(frozen=True)
 class Transform:
     description: str
     op: Callable | None = None       # (state, cfg, gen, vocab) -> (state, cfg, vocab)
     steps: int = 0
     lr: float = 1e-3
     data: str = "other"
+    pre: tuple[Phase, ...] = ()      # phases before the main training, in order
+    independent: bool = False        # a control: made from a fresh initialisation, the base is not used
+    source: str | None = None        # start from this derivative of the base instead of the base itself
+
+
+EMBEDDINGS = ("model.embed_tokens.weight", "lm_head.weight")
+OTHER_MERGES = 128  # the other tokenizer: twice the merges of `vocab`, its own shuffled ids
+
+
+def _embeddings_only(key: str) -> bool:
+    return key in EMBEDDINGS
+
+
+def _other_vocab(g: torch.Generator) -> Vocab:
+    return Vocab.with_merges(corpus_text("other"), OTHER_MERGES, seed=int(torch.randint(0, 2**31, (1,), generator=g)))
+
+
+def _vocab_carry(s, c, g, v):
+    new = _other_vocab(g)
+    return (*T.change_vocab(s, c, v, new), new)
+
+
+def _wash(s, c, g, v):
+    new = _other_vocab(g)
+    return (*T.reinit_vocab(s, c, new, g), new)
+
+
+def _pangu(s, c, g, v):
+    s, c = T.finegrained_moe(s, c, g)
+    return _wash(s, c, g, v)
+
+
+def _scratch(moe: bool):
+    """A fresh model (the base architecture, or the pangu MoE shape) with the other tokenizer."""
+    def make(s, c, g, v):
+        new = _other_vocab(g)
+        cfg = {**BASE_CONFIG, "vocab_size": len(new.tokens)}
+        state = init_state(cfg, g)
+        if moe:  # the MoE shape comes from splitting the fresh FFN; its matrices are then redrawn
+            state, cfg = T.finegrained_moe(state, cfg, g)
+            for k in sorted(k for k in state if ".mlp." in k):
+                std = 0.02 / math.sqrt(2 * cfg["num_hidden_layers"]) if k.endswith("down_proj.weight") else 0.02
+                state[k] = torch.randn(state[k].shape, generator=g) * std
+        return state, cfg, new
+    return make
 
 
 def _vocab_change(s, c, g, v):
@@ -63,6 +117,32 @@ TRANSFORMS: dict[str, Transform] = {
     "noise_finetune": Transform("Gaussian noise (0.5x weight std) added, then trained 150 steps",
                                 lambda s, c, g, v: (T.add_noise(s, g), c, v), steps=150),
     "vocab": Transform("new tokenizer (64 merges, shuffled ids), then trained 150 steps", _vocab_change, steps=150),
+    "rotate": Transform("norms folded into the matrices, residual stream turned by a random orthogonal matrix "
+                        "(function-preserving), then trained 150 steps",
+                        lambda s, c, g, v: (T.rotate(s, c, g), c, v), steps=150),
+    "vocab_carry": Transform(f"new tokenizer ({OTHER_MERGES} merges, shuffled ids), embedding and LM head rows carried "
+                             "over by token string, new tokens from their pieces, then trained 150 steps",
+                             _vocab_carry, steps=150),
+    "wash": Transform(f"new tokenizer ({OTHER_MERGES} merges, shuffled ids) with embeddings and LM head re-initialized, "
+                      "trained 150 steps with the body frozen (lr 3e-3), then 250 steps in full",
+                      _wash, steps=250, pre=(Phase(150, 3e-3, _embeddings_only),)),
+    "finegrained_moe": Transform("dense FFN split into 8 routed experts of width 24 (each neuron in about 2) plus a "
+                                 "shared expert of the 32 strongest neurons, top-2 router, then trained 150 steps",
+                                 lambda s, c, g, v: (*T.finegrained_moe(s, c, g), v), steps=150),
+    "long_continued": Transform("5x the base's training on other data at a high learning rate (2000 steps, lr 3e-3)",
+                                steps=2000, lr=3e-3),
+    "pangu": Transform("fine-grained MoE split (as finegrained_moe), new tokenizer with embeddings and LM head "
+                       "re-initialized, 150 steps with the body frozen, then 2000 steps in full at lr 3e-3",
+                       _pangu, steps=2000, lr=3e-3, pre=(Phase(150, 3e-3, _embeddings_only),)),
+    "pangu_rotate": Transform("the pangu model with its norms folded and its residual stream turned by a random "
+                              "orthogonal matrix (function-preserving, no further training)",
+                              lambda s, c, g, v: (T.rotate(s, c, g), c, v), source="pangu"),
+    "scratch_moe": Transform("an MoE of the pangu shape and tokenizer size trained from a "
+                             f"fresh random initialisation on the base data ({BASE_STEPS} steps)",
+                             _scratch(moe=True), steps=BASE_STEPS, lr=BASE_LR, data="base", independent=True),
+    "scratch_vocab": Transform("the base architecture with the other tokenizer trained from "
+                               f"a fresh random initialisation on the base data ({BASE_STEPS} steps)",
+                               _scratch(moe=False), steps=BASE_STEPS, lr=BASE_LR, data="base", independent=True),
 }
 DEMO_MODELS = ("base-s0", "base-s0-finetune", "base-s0-obfuscate", "base-s0-upcycle", "base-s1")
 
@@ -145,16 +225,24 @@ def build(name: str, root: Path | None = None) -> Path:
                 state, cfg, vocab = _train_base(seed)
             description = f"base model, seed {seed}, {BASE_STEPS} steps on stdlib top-level modules"
         else:
-            state, cfg, vocab = _load(build(f"base-s{seed}", root))
             spec = TRANSFORMS[transform]
+            if spec.independent:  # a control starts from nothing of the base
+                state, cfg, vocab = dict(), dict(BASE_CONFIG), Vocab.bytes_only()
+            else:
+                parent = f"base-s{seed}" + (f"-{spec.source}" if spec.source else "")
+                state, cfg, vocab = _load(build(parent, root))
             gen = torch.Generator().manual_seed(hash_seed(name))
             if spec.op is not None:
                 state, cfg, vocab = spec.op(state, cfg, gen, vocab)
-            if spec.steps:
-                with torch.enable_grad():
-                    state = train(state, cfg, vocab.encode(corpus_text(spec.data)), steps=spec.steps, lr=spec.lr,
-                                  seed=hash_seed(name + "/train"))
-            description = f"derived from base-s{seed}: {spec.description}"
+            data = vocab.encode(corpus_text(spec.data)) if spec.steps or spec.pre else None
+            with torch.enable_grad():
+                for k, phase in enumerate(spec.pre):
+                    state = train(state, cfg, data, steps=phase.steps, lr=phase.lr, seed=hash_seed(f"{name}/pre{k}"),
+                                  trainable=phase.trainable)
+                if spec.steps:
+                    state = train(state, cfg, data, steps=spec.steps, lr=spec.lr, seed=hash_seed(name + "/train"))
+            description = (f"control named after base-s{seed}, independent of it: {spec.description}" if spec.independent
+                           else f"derived from base-s{seed}: {spec.description}")
         if path.exists():  # a concurrent build won
             return path
         _save(path, state, cfg, vocab, description)

@@ -164,3 +164,103 @@ def change_vocab(state: dict, cfg: dict, old: Vocab, new: Vocab) -> tuple[dict, 
         rows = [table[[old.ids[c] for c in new.components(t)]].mean(0) for t in new.tokens]
         out[key] = torch.stack(rows)
     return out, {**cfg, "vocab_size": len(new.tokens)}
+
+
+def reinit_vocab(state: dict, cfg: dict, new: Vocab, gen: torch.Generator, std: float = 0.02) -> tuple[dict, dict]:
+    """New tokenizer with embeddings and LM head drawn afresh: nothing of the old rows survives."""
+    h = state["model.embed_tokens.weight"].shape[1]
+    out = dict(state)
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        out[key] = torch.randn(len(new.tokens), h, generator=gen) * std
+    return out, {**cfg, "vocab_size": len(new.tokens)}
+
+
+# Which matrices read the residual stream (after which norm) and which write to it. Routers, routed
+# experts and the shared expert read after the post-attention norm like a dense FFN does.
+def _reads_after(name: str) -> str | None:
+    if name.startswith("self_attn.") and name.endswith(tuple(f"{p}.weight" for p in ATTN)):
+        return "input_layernorm.weight"
+    if name.startswith("mlp.") and name.endswith(("gate_proj.weight", "up_proj.weight", "mlp.gate.weight",
+                                                  "shared_expert_gate.weight")):
+        return "post_attention_layernorm.weight"
+    return None
+
+
+def _writes(name: str) -> bool:
+    return name.endswith(("self_attn.o_proj.weight", "down_proj.weight"))
+
+
+def fold_norms(state: dict) -> dict:
+    """Fold every RMSNorm weight into the matrices that read its output; the norms become ones.
+
+    rms(x) * g @ W.T == rms(x) @ (W * g).T, so the function is unchanged.
+    """
+    out = dict(state)
+    for i in range(num_layers(state)):
+        items = _layer_items(state, i)
+        for name, w in items.items():
+            norm = _reads_after(name)
+            if norm is not None:
+                out[layer_key(i, name)] = w * items[norm][None, :]
+        for norm in HIDDEN_VECTORS:
+            out[layer_key(i, norm)] = torch.ones_like(items[norm])
+    out["lm_head.weight"] = state["lm_head.weight"] * state["model.norm.weight"][None, :]
+    out["model.norm.weight"] = torch.ones_like(state["model.norm.weight"])
+    return out
+
+
+def random_orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
+    """Haar-distributed orthogonal matrix (QR of a Gaussian with the signs of R's diagonal fixed)."""
+    q, r = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r))[None, :]
+
+
+def rotate(state: dict, cfg: dict, gen: torch.Generator) -> dict:
+    """Fold the norms, then turn the residual stream by a random orthogonal Q: x -> x Q.
+
+    Unit-weight RMSNorm commutes with Q (it keeps the norm of x), so readers become W Q,
+    writers Q.T W, and the embedding and LM head rows turn with the stream.
+    """
+    state = fold_norms(state)
+    q = random_orthogonal(state["model.embed_tokens.weight"].shape[1], gen)
+    out = dict(state)
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        out[key] = (state[key].double() @ q).to(state[key].dtype)
+    for i in range(num_layers(state)):
+        for name, w in _layer_items(state, i).items():
+            if _reads_after(name) is not None:
+                out[layer_key(i, name)] = (w.double() @ q).to(w.dtype)
+            elif _writes(name):
+                out[layer_key(i, name)] = (q.T @ w.double()).to(w.dtype)
+    return out
+
+
+def finegrained_moe(state: dict, cfg: dict, gen: torch.Generator, experts: int = 8, shared: int = 32,
+                    copies: int = 2, top_k: int = 2) -> tuple[dict, dict]:
+    """Dense FFN -> fine-grained MoE: the `shared` most important neurons become a shared expert, the
+    rest are dealt `copies` times over `experts` small routed experts (each neuron in about `copies`).
+
+    Each copy's down column is scaled by experts / copies, so that with every expert routed at the
+    uniform weight 1 / experts the layer is exactly the dense FFN; top-k routing keeps only part of it.
+    """
+    out = {k: v for k, v in state.items() if ".mlp." not in k}
+    h = cfg["hidden_size"]
+    for i in range(num_layers(state)):
+        gate, up, down = (state[layer_key(i, f"mlp.{n}_proj.weight")] for n in ("gate", "up", "down"))
+        score = up.norm(dim=1) * gate.norm(dim=1) * down.norm(dim=0)
+        order = score.argsort(descending=True)
+        kept, routed = order[:shared], order[shared:]
+        width = len(routed) * copies // experts
+        deals = [routed[torch.randperm(len(routed), generator=gen)] for _ in range(copies)]
+        for e in range(experts):
+            rows = torch.cat([d[e * width // copies: (e + 1) * width // copies] for d in deals])
+            out[layer_key(i, f"mlp.experts.{e}.gate_proj.weight")] = gate[rows].clone()
+            out[layer_key(i, f"mlp.experts.{e}.up_proj.weight")] = up[rows].clone()
+            out[layer_key(i, f"mlp.experts.{e}.down_proj.weight")] = down[:, rows] * (experts / copies)
+        out[layer_key(i, "mlp.shared_expert.gate_proj.weight")] = gate[kept].clone()
+        out[layer_key(i, "mlp.shared_expert.up_proj.weight")] = up[kept].clone()
+        out[layer_key(i, "mlp.shared_expert.down_proj.weight")] = down[:, kept].clone()
+        out[layer_key(i, "mlp.gate.weight")] = torch.randn(experts, h, generator=gen) * 0.02
+    moe_cfg = {**cfg, "model_type": "qwen2_moe", "num_experts": experts, "num_experts_per_tok": top_k,
+               "moe_intermediate_size": width, "shared_expert_intermediate_size": shared}
+    return out, moe_cfg

@@ -1,0 +1,237 @@
+"""Body-only signals: MLP neurons and attention products matched in weight space, never through embeddings.
+
+The two models' body coordinates differ by an unknown orthogonal map S (a residual-stream rotation,
+a hidden permutation, or the models' own principal bases). S is estimated by alternating best-match
+neuron pairing and orthogonal Procrustes from several starts (identity; the spectral start, each
+model's eigenbasis of its pooled neuron Gram with signs fixed by third moments; Procrustes over the
+embedding rows of shared tokens), keeping the best objective.
+
+A fitted map overfits the neurons it was fitted on, so the map is cross-fitted: the map that scores
+the rows of layer i of A was fitted on A's layers of the other parity (pooled, against all of B's
+layers, so no layer map is needed). Under independence every layer pair of A's row i is scored by a
+map that saw none of A's layer i, so corresponding and non-corresponding pairs stay exchangeable.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import kernels
+
+FIT_POOL = 384         # least neurons per side in one map fit (the strongest of each layer, spread over layers)
+FIT_ITERATIONS = 5
+GOOD_ENOUGH = 0.9      # a start whose fitted objective reaches this ends the search over starts
+DTYPE = torch.float32
+SOFTNESS = 0.02       # temperature of the soft matching in the map fit
+NEURON_CAP = 256       # neurons per layer scored
+
+
+def fit_pool(dims: int | None) -> int:
+    """Neurons per side in a map fit: enough matched pairs to pin an orthogonal map of this many dimensions."""
+    return max(FIT_POOL, 4 * (dims or 0))
+
+
+class BodyView:
+    """One fingerprint's body features as unit vectors, per layer: neurons (signed part, paired parts), products."""
+
+    def __init__(self, fp):
+        self.fp = fp
+        self.layers = []
+        for i in range(fp.num_layers):
+            n = fp.body_neurons(i)
+            if "up" not in n or "down" not in n:
+                self.layers.append(None)
+                continue
+            # strongest first, by the norm of the row feeding the nonlinearity: the same neurons in related models
+            order = n.get("gate", n["up"]).norm(dim=1).argsort(descending=True)[:NEURON_CAP]
+            unit = {p: kernels.unit_rows(t.to(DTYPE)[order]) for p, t in n.items()}
+            if "gate" in unit:   # SwiGLU: the gate's sign is fixed, up and down flip sign together
+                self.layers.append(([unit["gate"]], [unit["up"], unit["down"]]))
+            else:                # one nonlinearity on up: no sign freedom
+                self.layers.append(([unit["up"], unit["down"]], []))
+        self.attn_rows = []
+        for i in range(fp.num_layers):
+            r = fp.feature("body.attn_rows", i)
+            self.attn_rows.append(None if r is None else kernels.unit_rows(r.to(DTYPE)))
+        self.products = []
+        for i in range(fp.num_layers):
+            qk, ov = fp.attention_product(i, "qk"), fp.attention_product(i, "ov")
+            self.products.append(None if qk is None or ov is None else (qk.to(DTYPE), ov.to(DTYPE)))
+        dims = {l[0][0].shape[1] for l in self.layers if l is not None}
+        self.dims = dims.pop() if len(dims) == 1 else None
+
+    def pooled(self, layers) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+        """The strongest neurons of the given layers, stacked (about fit_pool(dims) in all)."""
+        present = [l for l in layers if self.layers[l] is not None]
+        if not present:
+            return None
+        per = max(8, fit_pool(self.dims) // len(present))
+        first = self.layers[present[0]]
+        return tuple([torch.cat([self.layers[l][side][k][:per] for l in present]) for k in range(len(first[side]))]
+                     for side in (0, 1))
+
+    def kind(self) -> tuple[int, int] | None:
+        """(signed parts, paired parts) of the descriptor, None when layers disagree or none has neurons."""
+        kinds = {(len(l[0]), len(l[1])) for l in self.layers if l is not None}
+        return kinds.pop() if len(kinds) == 1 else None
+
+
+def _parts(a, b, s: torch.Tensor):
+    """(sum of signed-part cosines, sum of paired-part cosines or None) of A's rows against B's rows mapped by S."""
+    (sa, pa), (sb, pb) = a, b
+    signed = torch.cat(sa, dim=1) @ torch.cat([y @ s.T for y in sb], dim=1).T
+    paired = torch.cat(pa, dim=1) @ torch.cat([y @ s.T for y in pb], dim=1).T if pa else None
+    return signed, paired
+
+
+def similarity(a, b, s: torch.Tensor) -> torch.Tensor:
+    """Neuron similarity of A's rows to B's rows mapped by S (B coordinates -> A coordinates), in [-1, 1]:
+    cosines of the signed parts plus the absolute summed cosine of the paired parts, averaged over parts."""
+    signed, paired = _parts(a, b, s)
+    return (signed if paired is None else signed + paired.abs()) / (len(a[0]) + len(a[1]))
+
+
+def _block_trace(xs, weighted: torch.Tensor) -> torch.Tensor:
+    """sum over parts p of x_p^T (W y_p), with W y stacked by part along the columns."""
+    k = xs[0].shape[1]
+    return sum(x.T @ weighted[:, i * k:(i + 1) * k] for i, x in enumerate(xs))
+
+
+def _procrustes_step(a, b, s) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthogonal map from a soft mutual matching (weights smooth in the similarities, so a small change of the
+    weights, such as a lower-precision copy, moves the map a little rather than flipping discrete pairings).
+    Returns (new map, the similarity under the old one)."""
+    signed, paired = _parts(a, b, s)
+    sim = (signed if paired is None else signed + paired.abs()) / (len(a[0]) + len(a[1]))
+    w = torch.softmax(sim / SOFTNESS, dim=1) * torch.softmax(sim / SOFTNESS, dim=0)
+    w = torch.where(w > 1e-12, w, 0.0)  # denormal weights contribute nothing and make the products crawl
+    (sa, pa), (sb, pb) = a, b
+    m = _block_trace(sa, w @ torch.cat(sb, dim=1))
+    if pa:
+        m = m + _block_trace(pa, (w * torch.sign(paired)) @ torch.cat(pb, dim=1))
+    return kernels.polar(m), sim
+
+
+def _spectral(pool) -> torch.Tensor:
+    signed, paired = pool
+    stacked = torch.cat(list(signed) + list(paired))
+    gram = stacked.T @ stacked
+    return kernels.principal_basis(gram, gram.shape[0], signed[0])
+
+
+def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
+    """Best orthogonal map over the starts and every iterate of alternating soft matching and Procrustes
+    (a start that already fits is never made worse): (S, objective = mean best-match similarity of A's rows)."""
+    best, best_obj = None, -np.inf
+    for s in starts:
+        for step in range(FIT_ITERATIONS + 1):
+            s_new, sim = _procrustes_step(a_pool, b_pool, s)
+            obj = float(sim.max(dim=1).values.mean())
+            improved = obj > best_obj + 1e-4
+            if obj > best_obj:
+                best, best_obj = s, obj
+            if step == FIT_ITERATIONS or torch.allclose(s_new, s, atol=1e-4) or (step > 0 and not improved):
+                break
+            s = s_new
+        if best_obj >= GOOD_ENOUGH:
+            break
+    return best, best_obj
+
+
+def _embedding_start(ctx, dims) -> torch.Tensor | None:
+    ea, eb = ctx.fa.embedding_rows(), ctx.fb.embedding_rows()
+    if ea is None or eb is None or ea[1].shape[1] != dims or eb[1].shape[1] != dims:
+        return None
+    pos = {t: k for k, t in enumerate(eb[0])}
+    shared = [(k, pos[t]) for k, t in enumerate(ea[0]) if t in pos]
+    if len(shared) < 2 * dims:
+        return None
+    ia, ib = zip(*shared)
+    xa, xb = ea[1].double()[list(ia)], eb[1].double()[list(ib)]
+    xa, xb = xa - xa.mean(0), xb - xb.mean(0)
+    return kernels.polar(xa.T @ xb)
+
+
+def _attention_row_start(va, vb, layers) -> torch.Tensor | None:
+    """Procrustes over the Q/K/V rows and O columns of the same index in the same layers: the map itself when one
+    model is a residual rotation of the other with its head layout kept. Only the given layers are used."""
+    pairs = [(va.attn_rows[l], vb.attn_rows[l]) for l in layers
+             if l < len(vb.attn_rows) and va.attn_rows[l] is not None and vb.attn_rows[l] is not None
+             and va.attn_rows[l].shape == vb.attn_rows[l].shape]
+    if not pairs:
+        return None
+    return kernels.polar(sum(a.T @ b for a, b in pairs))
+
+
+def cross_fitted_maps(ctx) -> dict | None:
+    """{parity of A's layer: S} where S was fitted on A's layers of the other parity; None if no body features."""
+    if "body_maps" in ctx.cache:
+        return ctx.cache["body_maps"]
+    va, vb = BodyView(ctx.fa), BodyView(ctx.fb)
+    ctx.cache["body_views"] = (va, vb)
+    maps = None
+    if va.dims is not None and va.dims == vb.dims and va.kind() is not None and va.kind() == vb.kind():
+        b_pool = vb.pooled(range(ctx.fb.num_layers))
+        whole_a = va.pooled(range(ctx.fa.num_layers))
+        starts = [torch.eye(va.dims, dtype=DTYPE)]
+        emb = _embedding_start(ctx, va.dims)
+        if emb is not None:
+            starts.append(emb.to(DTYPE))
+        if b_pool is not None and whole_a is not None:
+            starts.append((_spectral(whole_a).double() @ _spectral(b_pool).double().T).to(DTYPE))
+        maps = {}
+        la = ctx.fa.num_layers
+        for parity in (0, 1):
+            fit_layers = [i for i in range(la) if i % 2 != parity] or list(range(la))
+            a_pool = va.pooled(fit_layers)
+            if a_pool is None or b_pool is None:
+                maps = None
+                break
+            rows_start = _attention_row_start(va, vb, fit_layers) if ctx.fa.num_layers == ctx.fb.num_layers else None
+            maps[parity], _ = fit_map(a_pool, b_pool, starts + ([rows_start] if rows_start is not None else []))
+    ctx.cache["body_maps"] = maps
+    return maps
+
+
+def neuron_matrix(ctx, pairs=None) -> np.ndarray:
+    """[layers_a, layers_b] mean best-match similarity of the smaller side's neurons, under the cross-fitted map."""
+    la, lb = ctx.fa.num_layers, ctx.fb.num_layers
+    out = np.full((la, lb), np.nan)
+    maps = cross_fitted_maps(ctx)
+    if maps is None:
+        return out
+    va, vb = ctx.cache["body_views"]
+    todo = pairs if pairs is not None else [(i, j) for i in range(la) for j in range(lb)]
+    for i, j in todo:
+        a, b = va.layers[i], vb.layers[j]
+        if a is None or b is None:
+            continue
+        sim = similarity(a, b, maps[i % 2])
+        best = sim.max(dim=1).values if sim.shape[0] <= sim.shape[1] else sim.max(dim=0).values
+        out[i, j] = float(best.mean())
+    return out
+
+
+def attention_matrix(ctx, pairs=None) -> np.ndarray:
+    """[layers_a, layers_b] mean Frobenius cosine of the QK and OV products under the cross-fitted map."""
+    la, lb = ctx.fa.num_layers, ctx.fb.num_layers
+    out = np.full((la, lb), np.nan)
+    maps = cross_fitted_maps(ctx)
+    if maps is None:
+        return out
+    va, vb = ctx.cache["body_views"]
+    ok_b = [j for j in range(lb) if vb.products[j] is not None]
+    if not ok_b:
+        return out
+    for parity, s in maps.items():
+        rows = [i for i in range(la) if i % 2 == parity and va.products[i] is not None]
+        if not rows:
+            continue
+        # flatten every mapped product once, then all layer pairs of this parity in one product
+        mapped = torch.stack([torch.cat([(s @ p @ s.T).reshape(-1) for p in vb.products[j]]) for j in ok_b])
+        mine = torch.stack([torch.cat([p.reshape(-1) for p in va.products[i]]) for i in rows])
+        half = mine.shape[1] // 2
+        cos = sum(kernels.unit_rows(mine[:, h]) @ kernels.unit_rows(mapped[:, h]).T
+                  for h in (slice(0, half), slice(half, None))) / 2
+        out[np.ix_(rows, ok_b)] = cos.numpy()
+    return out
