@@ -49,10 +49,12 @@ class BodyView:
                 self.layers.append(([unit["gate"]], [unit["up"], unit["down"]]))
             else:                # one nonlinearity on up: no sign freedom
                 self.layers.append(([unit["up"], unit["down"]], []))
-        self.attn_rows = []
+        self.attn_rows = []  # per layer: None or (unit rows, (heads, kv_heads, per_head))
         for i in range(fp.num_layers):
             r = fp.feature("body.attn_rows", i)
-            self.attn_rows.append(None if r is None else kernels.unit_rows(r.to(DTYPE)))
+            lay = fp.layer_info(i).get("attn_rows", {})
+            self.attn_rows.append(None if r is None else
+                                  (kernels.unit_rows(r.to(DTYPE)), (lay["heads"], lay["kv_heads"], lay["per_head"])))
         self.products = []
         for i in range(fp.num_layers):
             qk, ov = fp.attention_product(i, "qk"), fp.attention_product(i, "ov")
@@ -152,15 +154,40 @@ def _embedding_start(ctx, dims) -> torch.Tensor | None:
     return kernels.polar(xa.T @ xb)
 
 
-def _attention_row_start(va, vb, layers) -> torch.Tensor | None:
-    """Procrustes over the Q/K/V rows and O columns of the same index in the same layers: the map itself when one
-    model is a residual rotation of the other with its head layout kept. Only the given layers are used."""
-    pairs = [(va.attn_rows[l], vb.attn_rows[l]) for l in layers
-             if l < len(vb.attn_rows) and va.attn_rows[l] is not None and vb.attn_rows[l] is not None
-             and va.attn_rows[l].shape == vb.attn_rows[l].shape]
-    if not pairs:
-        return None
-    return kernels.polar(sum(a.T @ b for a, b in pairs))
+def _head_blocks(rows: torch.Tensor, layout) -> list[list[torch.Tensor]]:
+    """[query-head blocks (Q rows with O columns), key/value-head blocks (K rows with V rows)], each block a
+    [rows, dims] tensor."""
+    heads, kv, m = layout
+    cut = list(torch.split(rows, m))
+    q, k, v, o = cut[:heads], cut[heads:heads + kv], cut[heads + kv:heads + 2 * kv], cut[heads + 2 * kv:]
+    return [[torch.cat([a, b]) for a, b in zip(q, o)], [torch.cat([a, b]) for a, b in zip(k, v)]]
+
+
+def _match_heads(blocks_a, blocks_b) -> list[int]:
+    """B's head for each of A's heads, by linear assignment on the rotation-invariant Gram of each head's rows."""
+    def desc(b):
+        g = b @ b.T
+        return (g / g.norm().clamp_min(1e-12)).reshape(-1)
+    da, db = torch.stack([desc(b) for b in blocks_a]), torch.stack([desc(b) for b in blocks_b])
+    return [int(c) for c in kernels.match(da @ db.T)[1]]
+
+
+def _attention_row_start(va, vb, layers, match_heads: bool) -> torch.Tensor | None:
+    """Procrustes over Q/K/V rows and O columns at the same offsets of the same heads in the same layers: the map
+    itself when one model is a residual rotation of the other. With match_heads, heads are first paired by their
+    rotation-invariant row Grams (for head-permuted copies). Only the given layers are used."""
+    m = 0
+    for l in layers:
+        a, b = va.attn_rows[l], (vb.attn_rows[l] if l < len(vb.attn_rows) else None)
+        if a is None or b is None or a[1] != b[1] or a[0].shape != b[0].shape:
+            continue
+        if not match_heads:
+            m = m + a[0].T @ b[0]
+            continue
+        for blocks_a, blocks_b in zip(_head_blocks(*a), _head_blocks(*b)):
+            for h, g in enumerate(_match_heads(blocks_a, blocks_b)):
+                m = m + blocks_a[h].T @ blocks_b[g]
+    return None if isinstance(m, int) else kernels.polar(m)
 
 
 def cross_fitted_maps(ctx) -> dict | None:
@@ -187,8 +214,9 @@ def cross_fitted_maps(ctx) -> dict | None:
             if a_pool is None or b_pool is None:
                 maps = None
                 break
-            rows_start = _attention_row_start(va, vb, fit_layers) if ctx.fa.num_layers == ctx.fb.num_layers else None
-            maps[parity], _ = fit_map(a_pool, b_pool, starts + ([rows_start] if rows_start is not None else []))
+            row_starts = [] if ctx.fa.num_layers != ctx.fb.num_layers else \
+                [_attention_row_start(va, vb, fit_layers, match) for match in (False, True)]
+            maps[parity], _ = fit_map(a_pool, b_pool, starts + [r for r in row_starts if r is not None])
     ctx.cache["body_maps"] = maps
     return maps
 
