@@ -20,6 +20,7 @@ from .. import kernels
 
 FIT_POOL = 384         # least neurons per side in one map fit (the strongest of each layer, spread over layers)
 FIT_ITERATIONS = 5
+SCOUT_ITERATIONS = 1     # refinement every start gets before the best one is refined further
 GOOD_ENOUGH = 0.9      # a start whose fitted objective reaches this ends the search over starts
 DTYPE = torch.float32
 SOFTNESS = 0.02       # temperature of the soft matching in the map fit
@@ -121,22 +122,41 @@ def _spectral(pool) -> torch.Tensor:
     return kernels.principal_basis(gram, gram.shape[0], signed[0])
 
 
+def _refine(a_pool, b_pool, s, steps: int) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """Up to `steps` rounds of soft matching and Procrustes from s: (best map seen, its objective, last map)."""
+    best, best_obj = s, -np.inf
+    for step in range(steps + 1):
+        s_new, sim = _procrustes_step(a_pool, b_pool, s)
+        obj = float(sim.max(dim=1).values.mean())
+        improved = obj > best_obj + 1e-4
+        if obj > best_obj:
+            best, best_obj = s, obj
+        if step == steps or torch.allclose(s_new, s, atol=1e-4) or (step > 0 and not improved):
+            break
+        s = s_new
+    return best, best_obj, s
+
+
 def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
-    """Best orthogonal map over the starts and every iterate of alternating soft matching and Procrustes
-    (a start that already fits is never made worse): (S, objective = mean best-match similarity of A's rows)."""
-    best, best_obj = None, -np.inf
-    for s in starts:
-        for step in range(FIT_ITERATIONS + 1):
-            s_new, sim = _procrustes_step(a_pool, b_pool, s)
-            obj = float(sim.max(dim=1).values.mean())
-            improved = obj > best_obj + 1e-4
-            if obj > best_obj:
-                best, best_obj = s, obj
-            if step == FIT_ITERATIONS or torch.allclose(s_new, s, atol=1e-4) or (step > 0 and not improved):
-                break
-            s = s_new
+    """Best orthogonal map over the starts and every iterate of alternating soft matching and Procrustes (a start
+    that already fits is never made worse): (S, objective = mean best-match similarity of A's rows).
+
+    Every start gets a short refinement; only the best one is refined to convergence, and a start that fits
+    well ends the search (starts may be callables, computed only when reached)."""
+    best, best_obj, best_last = None, -np.inf, None
+    for start in starts:
+        s = start() if callable(start) else start
+        if s is None:
+            continue
+        found, obj, last = _refine(a_pool, b_pool, s, SCOUT_ITERATIONS)
+        if obj > best_obj:
+            best, best_obj, best_last = found, obj, last
         if best_obj >= GOOD_ENOUGH:
             break
+    if best is not None:
+        found, obj, _ = _refine(a_pool, b_pool, best_last, FIT_ITERATIONS)
+        if obj > best_obj:
+            best, best_obj = found, obj
     return best, best_obj
 
 
@@ -200,12 +220,16 @@ def cross_fitted_maps(ctx) -> dict | None:
     if va.dims is not None and va.dims == vb.dims and va.kind() is not None and va.kind() == vb.kind():
         b_pool = vb.pooled(range(ctx.fb.num_layers))
         whole_a = va.pooled(range(ctx.fa.num_layers))
-        starts = [torch.eye(va.dims, dtype=DTYPE)]
-        emb = _embedding_start(ctx, va.dims)
-        if emb is not None:
-            starts.append(emb.to(DTYPE))
-        if b_pool is not None and whole_a is not None:
-            starts.append((_spectral(whole_a).double() @ _spectral(b_pool).double().T).to(DTYPE))
+        def embedding_start():
+            emb = _embedding_start(ctx, va.dims)
+            return None if emb is None else emb.to(DTYPE)
+
+        def spectral_start():
+            if b_pool is None or whole_a is None:
+                return None
+            return (_spectral(whole_a).double() @ _spectral(b_pool).double().T).to(DTYPE)
+
+        starts = [torch.eye(va.dims, dtype=DTYPE), embedding_start, spectral_start]
         maps = {}
         la = ctx.fa.num_layers
         for parity in (0, 1):
@@ -215,8 +239,8 @@ def cross_fitted_maps(ctx) -> dict | None:
                 maps = None
                 break
             row_starts = [] if ctx.fa.num_layers != ctx.fb.num_layers else \
-                [_attention_row_start(va, vb, fit_layers, match) for match in (False, True)]
-            maps[parity], _ = fit_map(a_pool, b_pool, starts + [r for r in row_starts if r is not None])
+                [lambda match=match, layers=fit_layers: _attention_row_start(va, vb, layers, match) for match in (False, True)]
+            maps[parity], _ = fit_map(a_pool, b_pool, starts + row_starts)
     ctx.cache["body_maps"] = maps
     return maps
 
