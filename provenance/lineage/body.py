@@ -13,6 +13,8 @@ map that saw none of A's layer i, so corresponding and non-corresponding pairs s
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -161,17 +163,13 @@ def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
 
 
 def _embedding_start(ctx, dims) -> torch.Tensor | None:
-    ea, eb = ctx.fa.embedding_rows(), ctx.fb.embedding_rows()
-    if ea is None or eb is None or ea[1].shape[1] != dims or eb[1].shape[1] != dims:
+    """Procrustes over the embedding rows of shared tokens (in body coordinates): the map when the embeddings
+    were carried over with the body."""
+    from .embedding import cached_shared_rows
+    rows = cached_shared_rows(ctx)
+    if rows is None or rows[0].shape[1] != dims or rows[1].shape[1] != dims or rows[0].shape[0] < 2 * dims:
         return None
-    pos = {t: k for k, t in enumerate(eb[0])}
-    shared = [(k, pos[t]) for k, t in enumerate(ea[0]) if t in pos]
-    if len(shared) < 2 * dims:
-        return None
-    ia, ib = zip(*shared)
-    xa, xb = ea[1].double()[list(ia)], eb[1].double()[list(ib)]
-    xa, xb = xa - xa.mean(0), xb - xb.mean(0)
-    return kernels.polar(xa.T @ xb)
+    return kernels.polar(rows[0].T @ rows[1])
 
 
 def _head_blocks(rows: torch.Tensor, layout) -> list[list[torch.Tensor]]:
@@ -220,16 +218,18 @@ def cross_fitted_maps(ctx) -> dict | None:
     if va.dims is not None and va.dims == vb.dims and va.kind() is not None and va.kind() == vb.kind():
         b_pool = vb.pooled(range(ctx.fb.num_layers))
         whole_a = va.pooled(range(ctx.fa.num_layers))
+        @functools.cache
         def embedding_start():
             emb = _embedding_start(ctx, va.dims)
             return None if emb is None else emb.to(DTYPE)
 
+        @functools.cache
         def spectral_start():
             if b_pool is None or whole_a is None:
                 return None
             return (_spectral(whole_a).double() @ _spectral(b_pool).double().T).to(DTYPE)
 
-        starts = [torch.eye(va.dims, dtype=DTYPE), embedding_start, spectral_start]
+        starts = [torch.eye(va.dims, dtype=DTYPE), embedding_start, spectral_start]  # shared by both parities
         maps = {}
         la = ctx.fa.num_layers
         for parity in (0, 1):
