@@ -4,7 +4,9 @@ from __future__ import annotations
 import torch
 
 from provenance.fingerprint import MAX_NEURONS, N_ANCHORS, SIGMA_ROLES, Fingerprint
-from provenance.fingerprint.compute import BODY_DIMS, N_EMBED_TOKENS
+from provenance.fingerprint.compute import ATTN_ROWS, BODY_DIMS, N_EMBED_TOKENS
+
+HEADS, KV_HEADS = 40, 8  # a 5120-wide model's attention layout (Qwen2.5-14B, Pangu Pro MoE)
 from provenance.schemas import SCHEMA_VERSIONS
 
 
@@ -46,4 +48,8 @@ def synthetic_fingerprint(layers: int = 48, seed: int = 0, parent: Fingerprint |
             fp.put(f"body.{part}", near(parent.body_neurons(i)[part] if parent else None, (MAX_NEURONS, BODY_DIMS)), i)
         for kind in ("qk", "ov"):
             fp.put(f"body.{kind}", near(parent.attention_product(i, kind) if parent else None, (BODY_DIMS, BODY_DIMS)), i)
+        per_head = max(1, ATTN_ROWS // (2 * HEADS + 2 * KV_HEADS))
+        doc["layers"][i]["attn_rows"] = {"heads": HEADS, "kv_heads": KV_HEADS, "per_head": per_head}
+        fp.put("body.attn_rows", near(parent.feature("body.attn_rows", i) if parent else None,
+                                      ((2 * HEADS + 2 * KV_HEADS) * per_head, BODY_DIMS)), i)
     return fp

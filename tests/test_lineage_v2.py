@@ -27,7 +27,8 @@ def cpu():
 
 @pytest.fixture(scope="module")
 def fps(zoo, cpu):
-    names = ("base-s0", "base-s1", "base-s0-wash", "base-s0-pangu", "base-s1-scratch_vocab", "base-s0-scratch_moe")
+    names = ("base-s0", "base-s1", "base-s0-wash", "base-s0-pangu", "base-s0-pangu_rotate", "base-s1-scratch_vocab",
+             "base-s0-scratch_moe")
     return {n: fingerprint_model(zoo(n), cpu, label=n) for n in names}
 
 
@@ -53,13 +54,51 @@ def test_body_signals_are_invariant_to_rotation_permutation_and_rescaling(fps, d
     assert moved["used"] and moved["p_value"] < 1e-6 and moved["effect"] >= moved["min_effect"]
 
 
-@pytest.mark.parametrize("derived", ["base-s0-wash", "base-s0-pangu"])
+@pytest.mark.parametrize("derived", ["base-s0-wash", "base-s0-pangu", "base-s0-pangu_rotate"])
 def test_new_vocabulary_with_retrained_embeddings_is_detected_from_the_body(fps, derived):
     r = compare_fingerprints(fps["base-s0"], fps[derived])
     assert r["verdict"] == "derived", r["reason"]
     # the anchor-token signals see nothing: the evidence is the body's alone
     assert signal(r, "attention_cka")["effect"] < 0.05
     assert any(signal(r, n)["p_value"] < 1e-6 and signal(r, n)["effect"] >= signal(r, n)["min_effect"] for n in BODY)
+
+
+def _permute_and_rescale_heads(state: dict, cfg: dict, g: torch.Generator) -> dict:
+    """Function-preserving: key/value groups and the query heads within each group permuted, Q/K and V/O
+    rescaled per group (grouped-query attention shares one K and V per group)."""
+    heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd, group = cfg["hidden_size"] // heads, heads // kv
+    out = dict(state)
+
+    def rows(order):
+        return torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in order])
+
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}.self_attn."
+        pk = torch.randperm(kv, generator=g).tolist()
+        q_order = [pk[n] * group + int(j) for n in range(kv) for j in torch.randperm(group, generator=g)]
+        c, d = torch.rand(kv, generator=g) * 2 + 0.5, torch.rand(kv, generator=g) * 2 + 0.5
+        cq, ck = torch.repeat_interleave(c, group * hd), torch.repeat_interleave(c, hd)
+        dv, do = torch.repeat_interleave(d, hd), torch.repeat_interleave(d, group * hd)
+        for name, order, scale in (("q_proj", q_order, cq), ("k_proj", pk, 1 / ck), ("v_proj", pk, dv)):
+            out[p + f"{name}.weight"] = state[p + f"{name}.weight"][rows(order)] * scale[:, None]
+            out[p + f"{name}.bias"] = state[p + f"{name}.bias"][rows(order)] * scale
+        out[p + "o_proj.weight"] = state[p + "o_proj.weight"][:, rows(q_order)] / do[None, :]
+    return out
+
+
+def test_rotated_pangu_type_derivative_with_permuted_heads_is_found(zoo, cpu, fps, tmp_path):
+    import json
+    src = zoo("base-s0-pangu")
+    cfg = json.loads((src / "config.json").read_text())
+    moved = _permute_and_rescale_heads(T.rotate(load_file(src / "model.safetensors"), cfg, torch.Generator().manual_seed(5)),
+                                       cfg, torch.Generator().manual_seed(6))
+    out = tmp_path / "model"
+    shutil.copytree(src, out)
+    save_file({k: v.contiguous() for k, v in moved.items()}, out / "model.safetensors", metadata={"format": "pt"})
+    r = compare_fingerprints(fps["base-s0"], fingerprint_model(out, cpu, label="disguised pangu"))
+    assert r["verdict"] == "derived", r["reason"]
+    assert r["direction"]["parent"] == "a"
 
 
 @pytest.mark.parametrize("a,b", [("base-s0", "base-s1"), ("base-s0", "base-s1-scratch_vocab"),

@@ -48,8 +48,8 @@ FEATURES: dict[str, tuple[str, str]] = {
                         "of each kept MLP neuron (routed and shared experts pooled)") for part in ("gate", "up", "down")},
     "body.qk": ("layer.{i}.body.qk", "[dims, dims] sum over heads of W_q^h^T W_k^h, norms folded"),
     "body.ov": ("layer.{i}.body.ov", "[dims, dims] sum over heads of W_o^h W_v^h, norms folded"),
-    "body.attn_rows": ("layer.{i}.body.attn_rows", "[rows, dims] norm-folded rows of Q, K, V and columns of O, "
-                       "evenly spaced by index"),
+    "body.attn_rows": ("layer.{i}.body.attn_rows", "[rows, dims] norm-folded rows of Q, K, V and columns of O at the "
+                       "same offsets in every head, ordered Q heads, K heads, V heads, O heads (layout in the layer's attn_rows)"),
     "embed.rows": ("embed.rows", "[tokens, dims] token-embedding rows of the embedding tokens, in body coordinates"),
 }
 NEURON_PARTS = ("gate", "up", "down")
@@ -177,7 +177,7 @@ STRUCTURE = {
 OPTIONAL = {("model", "label"): (str, type(None)), ("settings", "body_dims"): int, ("embedding",): dict,
             ("embedding", "tokens"): _STR_LIST, ("embedding", "matched_by"): str, ("features",): _STR_LIST}
 LAYER_STRUCTURE = {"sigma": dict, "features": _STR_LIST}
-LAYER_OPTIONAL = {"neurons": int, "moe": bool, "bias_sigma": dict, "notes": list}
+LAYER_OPTIONAL = {"neurons": int, "moe": bool, "bias_sigma": dict, "notes": list, "attn_rows": dict}
 
 
 def _type_ok(value, expected) -> bool:
@@ -251,8 +251,14 @@ def _check_shapes(doc: dict, tensors: dict, path) -> None:
                 bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected ({n_anchors}, {n_anchors})")
             if f.startswith("profile.") and (t.dim() != 2 or t.shape[1] != n_anchors):
                 bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected (neurons, {n_anchors})")
-            if f == "body.attn_rows" and (t.dim() != 2 or t.shape[1] != dims):
-                bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected (rows, {dims})")
+            if f == "body.attn_rows":
+                lay = layer.get("attn_rows", {})
+                if not all(isinstance(lay.get(k), int) and not isinstance(lay.get(k), bool) and lay.get(k) > 0
+                           for k in ("heads", "kv_heads", "per_head")):
+                    bad(f"layer {i} lacks the layout of its attention rows")
+                expected = (2 * lay["heads"] + 2 * lay["kv_heads"]) * lay["per_head"]
+                if tuple(t.shape) != (expected, dims):
+                    bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected ({expected}, {dims})")
             if f in ("body.qk", "body.ov") and tuple(t.shape) != (dims, dims):
                 bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected ({dims}, {dims})")
         body = [tensors[_key(f"body.{p}", i)] for p in NEURON_PARTS if f"body.{p}" in feats]

@@ -13,6 +13,8 @@ map that saw none of A's layer i, so corresponding and non-corresponding pairs s
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -20,6 +22,7 @@ from .. import kernels
 
 FIT_POOL = 384         # least neurons per side in one map fit (the strongest of each layer, spread over layers)
 FIT_ITERATIONS = 5
+SCOUT_ITERATIONS = 1     # refinement every start gets before the best one is refined further
 GOOD_ENOUGH = 0.9      # a start whose fitted objective reaches this ends the search over starts
 DTYPE = torch.float32
 SOFTNESS = 0.02       # temperature of the soft matching in the map fit
@@ -49,10 +52,12 @@ class BodyView:
                 self.layers.append(([unit["gate"]], [unit["up"], unit["down"]]))
             else:                # one nonlinearity on up: no sign freedom
                 self.layers.append(([unit["up"], unit["down"]], []))
-        self.attn_rows = []
+        self.attn_rows = []  # per layer: None or (unit rows, (heads, kv_heads, per_head))
         for i in range(fp.num_layers):
             r = fp.feature("body.attn_rows", i)
-            self.attn_rows.append(None if r is None else kernels.unit_rows(r.to(DTYPE)))
+            lay = fp.layer_info(i).get("attn_rows", {})
+            self.attn_rows.append(None if r is None else
+                                  (kernels.unit_rows(r.to(DTYPE)), (lay["heads"], lay["kv_heads"], lay["per_head"])))
         self.products = []
         for i in range(fp.num_layers):
             qk, ov = fp.attention_product(i, "qk"), fp.attention_product(i, "ov")
@@ -119,48 +124,88 @@ def _spectral(pool) -> torch.Tensor:
     return kernels.principal_basis(gram, gram.shape[0], signed[0])
 
 
+def _refine(a_pool, b_pool, s, steps: int) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """Up to `steps` rounds of soft matching and Procrustes from s: (best map seen, its objective, last map)."""
+    best, best_obj = s, -np.inf
+    for step in range(steps + 1):
+        s_new, sim = _procrustes_step(a_pool, b_pool, s)
+        obj = float(sim.max(dim=1).values.mean())
+        improved = obj > best_obj + 1e-4
+        if obj > best_obj:
+            best, best_obj = s, obj
+        if step == steps or torch.allclose(s_new, s, atol=1e-4) or (step > 0 and not improved):
+            break
+        s = s_new
+    return best, best_obj, s
+
+
 def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
-    """Best orthogonal map over the starts and every iterate of alternating soft matching and Procrustes
-    (a start that already fits is never made worse): (S, objective = mean best-match similarity of A's rows)."""
-    best, best_obj = None, -np.inf
-    for s in starts:
-        for step in range(FIT_ITERATIONS + 1):
-            s_new, sim = _procrustes_step(a_pool, b_pool, s)
-            obj = float(sim.max(dim=1).values.mean())
-            improved = obj > best_obj + 1e-4
-            if obj > best_obj:
-                best, best_obj = s, obj
-            if step == FIT_ITERATIONS or torch.allclose(s_new, s, atol=1e-4) or (step > 0 and not improved):
-                break
-            s = s_new
+    """Best orthogonal map over the starts and every iterate of alternating soft matching and Procrustes (a start
+    that already fits is never made worse): (S, objective = mean best-match similarity of A's rows).
+
+    Every start gets a short refinement; only the best one is refined to convergence, and a start that fits
+    well ends the search (starts may be callables, computed only when reached)."""
+    best, best_obj, best_last = None, -np.inf, None
+    for start in starts:
+        s = start() if callable(start) else start
+        if s is None:
+            continue
+        found, obj, last = _refine(a_pool, b_pool, s, SCOUT_ITERATIONS)
+        if obj > best_obj:
+            best, best_obj, best_last = found, obj, last
         if best_obj >= GOOD_ENOUGH:
             break
+    if best is not None:
+        found, obj, _ = _refine(a_pool, b_pool, best_last, FIT_ITERATIONS)
+        if obj > best_obj:
+            best, best_obj = found, obj
     return best, best_obj
 
 
 def _embedding_start(ctx, dims) -> torch.Tensor | None:
-    ea, eb = ctx.fa.embedding_rows(), ctx.fb.embedding_rows()
-    if ea is None or eb is None or ea[1].shape[1] != dims or eb[1].shape[1] != dims:
+    """Procrustes over the embedding rows of shared tokens (in body coordinates): the map when the embeddings
+    were carried over with the body."""
+    from .embedding import cached_shared_rows
+    rows = cached_shared_rows(ctx)
+    if rows is None or rows[0].shape[1] != dims or rows[1].shape[1] != dims or rows[0].shape[0] < 2 * dims:
         return None
-    pos = {t: k for k, t in enumerate(eb[0])}
-    shared = [(k, pos[t]) for k, t in enumerate(ea[0]) if t in pos]
-    if len(shared) < 2 * dims:
-        return None
-    ia, ib = zip(*shared)
-    xa, xb = ea[1].double()[list(ia)], eb[1].double()[list(ib)]
-    xa, xb = xa - xa.mean(0), xb - xb.mean(0)
-    return kernels.polar(xa.T @ xb)
+    return kernels.polar(rows[0].T @ rows[1])
 
 
-def _attention_row_start(va, vb, layers) -> torch.Tensor | None:
-    """Procrustes over the Q/K/V rows and O columns of the same index in the same layers: the map itself when one
-    model is a residual rotation of the other with its head layout kept. Only the given layers are used."""
-    pairs = [(va.attn_rows[l], vb.attn_rows[l]) for l in layers
-             if l < len(vb.attn_rows) and va.attn_rows[l] is not None and vb.attn_rows[l] is not None
-             and va.attn_rows[l].shape == vb.attn_rows[l].shape]
-    if not pairs:
-        return None
-    return kernels.polar(sum(a.T @ b for a, b in pairs))
+def _head_blocks(rows: torch.Tensor, layout) -> list[list[torch.Tensor]]:
+    """[query-head blocks (Q rows with O columns), key/value-head blocks (K rows with V rows)], each block a
+    [rows, dims] tensor."""
+    heads, kv, m = layout
+    cut = list(torch.split(rows, m))
+    q, k, v, o = cut[:heads], cut[heads:heads + kv], cut[heads + kv:heads + 2 * kv], cut[heads + 2 * kv:]
+    return [[torch.cat([a, b]) for a, b in zip(q, o)], [torch.cat([a, b]) for a, b in zip(k, v)]]
+
+
+def _match_heads(blocks_a, blocks_b) -> list[int]:
+    """B's head for each of A's heads, by linear assignment on the rotation-invariant Gram of each head's rows."""
+    def desc(b):
+        g = b @ b.T
+        return (g / g.norm().clamp_min(1e-12)).reshape(-1)
+    da, db = torch.stack([desc(b) for b in blocks_a]), torch.stack([desc(b) for b in blocks_b])
+    return [int(c) for c in kernels.match(da @ db.T)[1]]
+
+
+def _attention_row_start(va, vb, layers, match_heads: bool) -> torch.Tensor | None:
+    """Procrustes over Q/K/V rows and O columns at the same offsets of the same heads in the same layers: the map
+    itself when one model is a residual rotation of the other. With match_heads, heads are first paired by their
+    rotation-invariant row Grams (for head-permuted copies). Only the given layers are used."""
+    m = 0
+    for l in layers:
+        a, b = va.attn_rows[l], (vb.attn_rows[l] if l < len(vb.attn_rows) else None)
+        if a is None or b is None or a[1] != b[1] or a[0].shape != b[0].shape:
+            continue
+        if not match_heads:
+            m = m + a[0].T @ b[0]
+            continue
+        for blocks_a, blocks_b in zip(_head_blocks(*a), _head_blocks(*b)):
+            for h, g in enumerate(_match_heads(blocks_a, blocks_b)):
+                m = m + blocks_a[h].T @ blocks_b[g]
+    return None if isinstance(m, int) else kernels.polar(m)
 
 
 def cross_fitted_maps(ctx) -> dict | None:
@@ -173,12 +218,18 @@ def cross_fitted_maps(ctx) -> dict | None:
     if va.dims is not None and va.dims == vb.dims and va.kind() is not None and va.kind() == vb.kind():
         b_pool = vb.pooled(range(ctx.fb.num_layers))
         whole_a = va.pooled(range(ctx.fa.num_layers))
-        starts = [torch.eye(va.dims, dtype=DTYPE)]
-        emb = _embedding_start(ctx, va.dims)
-        if emb is not None:
-            starts.append(emb.to(DTYPE))
-        if b_pool is not None and whole_a is not None:
-            starts.append((_spectral(whole_a).double() @ _spectral(b_pool).double().T).to(DTYPE))
+        @functools.cache
+        def embedding_start():
+            emb = _embedding_start(ctx, va.dims)
+            return None if emb is None else emb.to(DTYPE)
+
+        @functools.cache
+        def spectral_start():
+            if b_pool is None or whole_a is None:
+                return None
+            return (_spectral(whole_a).double() @ _spectral(b_pool).double().T).to(DTYPE)
+
+        starts = [torch.eye(va.dims, dtype=DTYPE), embedding_start, spectral_start]  # shared by both parities
         maps = {}
         la = ctx.fa.num_layers
         for parity in (0, 1):
@@ -187,8 +238,9 @@ def cross_fitted_maps(ctx) -> dict | None:
             if a_pool is None or b_pool is None:
                 maps = None
                 break
-            rows_start = _attention_row_start(va, vb, fit_layers) if ctx.fa.num_layers == ctx.fb.num_layers else None
-            maps[parity], _ = fit_map(a_pool, b_pool, starts + ([rows_start] if rows_start is not None else []))
+            row_starts = [] if ctx.fa.num_layers != ctx.fb.num_layers else \
+                [lambda match=match, layers=fit_layers: _attention_row_start(va, vb, layers, match) for match in (False, True)]
+            maps[parity], _ = fit_map(a_pool, b_pool, starts + row_starts)
     ctx.cache["body_maps"] = maps
     return maps
 

@@ -37,6 +37,13 @@ def shared_rows(fa, fb):
     return kernels.unit_rows(xa - xa.mean(0)), kernels.unit_rows(xb - xb.mean(0))
 
 
+def cached_shared_rows(ctx):
+    """shared_rows of the comparison's two fingerprints, computed once per comparison."""
+    if "shared_rows" not in ctx.cache:
+        ctx.cache["shared_rows"] = shared_rows(ctx.fa, ctx.fb)
+    return ctx.cache["shared_rows"]
+
+
 def cross_validated_procrustes(xa: torch.Tensor, xb: torch.Tensor) -> float:
     """Median held-out token cosine after an orthogonal map fitted on the other half of the tokens."""
     half = torch.arange(xa.shape[0]) % 2 == 0
@@ -49,7 +56,7 @@ def cross_validated_procrustes(xa: torch.Tensor, xb: torch.Tensor) -> float:
 
 def embedding_signal(ctx) -> dict:
     """The embedding signal's result fields for the compare document."""
-    rows = shared_rows(ctx.fa, ctx.fb)
+    rows = cached_shared_rows(ctx)
     panel = np.asarray(EMBEDDING_PANEL, dtype=float)
     med, scale = float(np.median(panel)), max(float(np.std(panel, ddof=1)), SCALE_FLOOR)
     out = {"statistic": None, "p_value": None, "used": False, "effect": None, "observed": [], "per_layer_p": [],

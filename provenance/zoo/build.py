@@ -1,7 +1,8 @@
 """The embedded zoo: tiny trained checkpoints in HF layout, deterministic by seed, cached.
 
 A model is named `base-s<seed>` or `base-s<seed>-<transform>`; TRANSFORMS says how each
-derivative is made. Nothing is downloaded: the training text is the stdlib's own source.
+derivative is made. Rows marked `independent` are controls: trained from a fresh initialisation,
+named after a base but owing it nothing. Nothing is downloaded: the training text is the stdlib's own source.
 """
 from __future__ import annotations
 
