@@ -24,7 +24,7 @@ DEMO_FILES = Path(__file__).parent / "data" / "demo_models"
 # Fingerprints computed on another CPU differ in their last bits; the statistics must agree far inside any margin.
 REL_TOL, ABS_TOL = 1e-4, 1e-6
 V1_SIGNALS = ("sigma_curves", "attention_cka", "neuron_match", "depth_alignment", "norm_vectors")
-ADDED_FIELDS = {"direction"}            # top-level fields added since the capture
+ADDED_FIELDS = {"direction", "tool"}           # top-level fields added since the capture
 VERSIONED = {"schema_version"}          # the compare schema's major version moved with the fingerprint's
 ADDED_SIGNAL_FIELDS = {"curves"}        # signal fields added since the capture
 

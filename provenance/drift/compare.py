@@ -9,7 +9,7 @@ rebuilt from the same recipe: their bytes differ across CPU instruction sets, an
 from __future__ import annotations
 
 from ..errors import IncompatibleInputs, MalformedInput
-from ..schemas import SCHEMA_VERSIONS
+from ..schemas import SCHEMA_VERSIONS, tool_record
 
 # errors at or below half an ulp at 1.0 are indistinguishable from exact
 PRECISION_FLOOR = {"fp32": 2.0 ** -24, "bf16": 2.0 ** -8, "fp16": 2.0 ** -11}
@@ -124,7 +124,7 @@ def compare_reports(reports: list[dict], names: list[str]) -> dict:
                              "reference_margin_to_drift": ref["margin_to_drift"]})
     counts = {s: sum(r["status"] == s for r in rows) for s in ("pass", "warn", "fail")}
     failed = counts["fail"] > 0 or not all(v["agree"] for v in verdicts) or not rows
-    return {"schema_version": SCHEMA_VERSIONS["drift_compare"], "reports": names, "reference": names[0],
+    return {"schema_version": SCHEMA_VERSIONS["drift_compare"], "tool": tool_record(), "reports": names, "reference": names[0],
             "inputs_note": inputs_note, "cpu_capabilities": {n: cpu_capability(r) for r, n in zip(reports, names)},
             "reference_backend": ref_backend, "rows": rows, "verdicts": verdicts, "counts": counts,
             "status": "fail" if failed else ("warn" if counts["warn"] else "pass")}

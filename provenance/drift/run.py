@@ -16,7 +16,7 @@ from ..fingerprint import fingerprint_view
 from ..lineage import compare_fingerprints, margins
 from ..model import open_model
 from ..progress import Progress
-from ..schemas import SCHEMA_VERSIONS
+from ..schemas import SCHEMA_VERSIONS, tool_record
 from .emulation import EMULATIONS, EmulatedBackend
 from .kernels_table import KERNELS, kernel_inputs, reorder
 from .metrics import bitwise_equal, errors
@@ -237,7 +237,7 @@ def run_drift(models: list[str], labels: list[str], backend_names: list[str] | N
     identities = {b.name: b.identity() for b in backends}
     identities.update({c.backend.name: c.backend.identity() for c in cfgs if c.emulated})
     return {
-        "schema_version": SCHEMA_VERSIONS["drift"],
+        "schema_version": SCHEMA_VERSIONS["drift"], "tool": tool_record(),
         "inputs": {"models": [_input_record(l, views[l]) for l in labels],
                    "kernel_inputs_sha256": _digest(inputs), "kernel_layer": 0, "kernel_models": [first, second]},
         "identity": identities,

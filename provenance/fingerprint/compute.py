@@ -16,7 +16,7 @@ from ..anchors import choose_anchors
 from ..arch import ModelView
 from ..errors import MalformedInput, Unsupported
 from ..progress import Progress
-from ..schemas import SCHEMA_VERSIONS
+from ..schemas import SCHEMA_VERSIONS, tool_record
 from .record import BIAS_ROLES, GRAM_PROJECTIONS, NORM_KINDS, SIGMA_ROLES, STORE_DTYPE, Fingerprint
 
 N_ANCHORS = 256
@@ -77,7 +77,7 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
     if record_path:
         model["path"] = str(src.root)
     fp = Fingerprint({
-        "schema_version": SCHEMA_VERSIONS["fingerprint"],
+        "schema_version": SCHEMA_VERSIONS["fingerprint"], "tool": tool_record(),
         "model": model,
         "backend": backend.identity(),
         "settings": {"n_anchors": len(tokens), "max_neurons": max_neurons, "compute_dtype": str(dtype).removeprefix("torch."),

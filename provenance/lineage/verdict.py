@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..schemas import SCHEMA_VERSIONS
+from ..schemas import SCHEMA_VERSIONS, tool_record
 from . import alignment, direction, null, rule
 from .panel import EFFECT_PANEL
 from .signals import SIGNALS, Context, Signal, min_effects
@@ -106,7 +106,7 @@ def compare_fingerprints(fa, fb, signals=None) -> dict:
 
     verdict, p_value, reason = rule.decide(out_signals, ctx.enough_anchors)
     return {
-        "schema_version": SCHEMA_VERSIONS["compare"],
+        "schema_version": SCHEMA_VERSIONS["compare"], "tool": tool_record(),
         "verdict": verdict,
         "p_value": p_value,
         "reason": reason,
