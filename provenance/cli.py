@@ -296,7 +296,8 @@ def drift_compare(reports: List[Path] = typer.Argument(..., metavar="REPORT", he
             typer.echo(f"{' vs '.join(v['pair'])}: {v['reference_verdict']} / {v['verdict']}  {'agree' if v['agree'] else 'DISAGREE'}")
         if r.get("inputs_note"):
             typer.echo(f"note: {r['inputs_note']}")
-        typer.echo(f"drift comparison: {r['status']} {r['counts']}")
+        counts = ", ".join(f"{n} {status}" for status, n in r["counts"].items())
+        typer.echo(f"drift comparison: {r['status']} ({counts})")
     _emit(result.to_json(), as_json, human)
     _print_written(output, report)
     if result.status == "fail":
