@@ -1,0 +1,145 @@
+"""Family trees: the lineage forest of everything in an index.
+
+1. Pairs: every pair when the index is small (up to EXHAUSTIVE_UP_TO entries), otherwise each entry
+   with its pre-filter neighbours.
+2. Each pair is compared in full; Holm's correction runs over all compared pairs, and a pair is a
+   candidate edge when its verdict is `derived` and its corrected p-value is at most alpha_derived.
+3. A forest: each model is attached to at most one relative, never closing a cycle. Weights cannot
+   order near-identical relatives (a permuted or int8 copy is the same function as its parent), and
+   siblings fine-tuned on the same data resemble each other more than they resemble their parent;
+   so attachments are taken in this order (ATTACH_ORDER): to a declared base model first, then to a
+   relative released earlier (when release dates are recorded), then by strength of evidence.
+   An attachment never contradicts structural direction (a model is not hung below its own child).
+4. Edges are listed strongest first; an edge carries a direction only where structure supports it
+   (direction.py); otherwise the edge is undirected.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+
+import numpy as np
+
+from ..lineage import DECISION, compare_fingerprints
+from ..progress import Progress
+from . import direction as D
+from .search import holm, prefilter_scores
+
+SCHEMA_VERSION = "1.0"
+EXHAUSTIVE_UP_TO = 100
+NEIGHBOURS = 10
+
+
+def _strength(result) -> float:
+    """Largest effect above its margin among the signals the verdict used (p-values saturate; effects rank)."""
+    used = [s for s in result["signals"] if s.get("used") and s.get("effect") is not None and s.get("min_effect") is not None]
+    return max((s["effect"] - s["min_effect"] for s in used), default=0.0)
+
+
+def candidate_pairs(store, entries, exhaustive_up_to: int = EXHAUSTIVE_UP_TO, neighbours: int = NEIGHBOURS):
+    """Pairs of entry indices to compare: all of them for small indexes, else pre-filter neighbours."""
+    n = len(entries)
+    if n <= exhaustive_up_to:
+        return list(itertools.combinations(range(n), 2)), "all pairs"
+    _, hashes, _, matrix = store.summaries()
+    position = {h: k for k, h in enumerate(hashes)}
+    rows = [position[e.content_hash] for e in entries]
+    pairs = set()
+    for k, row in enumerate(rows):
+        scores = prefilter_scores(matrix[row], matrix[rows])
+        scores[k] = -np.inf
+        for j in np.argsort(-scores)[:neighbours]:
+            pairs.add((min(k, int(j)), max(k, int(j))))
+    return sorted(pairs), f"each model with its {neighbours} nearest by the pre-filter"
+
+
+def _attach_key(child, parent, strength) -> tuple:
+    """Smaller first: a declared base, then an earlier release, then stronger evidence."""
+    base = 0 if parent.role == "base" and child.role != "base" else 1
+    if parent.released and child.released:
+        dated = 0 if parent.released < child.released else 2
+    else:
+        dated = 1
+    return (base, dated, -strength)
+
+
+ATTACH_ORDER = ("the relative is a declared base model and the child is not", "the relative was released earlier",
+                "stronger evidence (largest effect above its margin)")
+
+
+def build_tree(store, progress: bool = False, exhaustive_up_to: int = EXHAUSTIVE_UP_TO,
+               neighbours: int = NEIGHBOURS) -> dict:
+    """The lineage forest of an index.
+
+    Args:
+        store: an open index Store.
+        progress: progress lines on stderr.
+        exhaustive_up_to: compare every pair up to this many entries; beyond, pre-filter neighbours only.
+        neighbours: pre-filter neighbours per model for large indexes.
+    Returns:
+        The tree document (docs/INDEX.md): nodes, edges (strongest first: a, b, parent, strength, p_value,
+        p_value_corrected, attached_by, direction_evidence), derived_pairs, compared, pairs_rule, schema_version.
+    """
+    entries = store.entries()
+    pairs, rule = candidate_pairs(store, entries, exhaustive_up_to, neighbours)
+    load = functools.lru_cache(maxsize=128)(store.fingerprint)
+    tracker = Progress(len(pairs), "index tree", progress)
+    t0 = time.perf_counter()
+    compared = []
+    for i, j in pairs:
+        ea, eb = entries[i], entries[j]
+        fa, fb = load(ea.content_hash), load(eb.content_hash)
+        result = compare_fingerprints(fa, fb)
+        row = {"i": i, "j": j, "pair_verdict": result["verdict"], "p_value": result["p_value"],
+               "strength": _strength(result)}
+        if result["verdict"] == "derived":
+            row["direction"] = D.infer(fa, fb, result)
+        compared.append(row)
+        tracker.step(f"{ea.name} vs {eb.name}")
+    for row, adjusted in zip(compared, holm([r["p_value"] for r in compared], len(compared))):
+        row["p_value_corrected"] = adjusted
+    derived = [r for r in compared if r["pair_verdict"] == "derived" and r["p_value_corrected"] is not None
+               and r["p_value_corrected"] <= DECISION["alpha_derived"]]
+    edges = _forest(entries, derived)
+    return {"schema_version": SCHEMA_VERSION,
+            "nodes": [{"name": e.name, "content_hash": e.content_hash, "role": e.role, "family": e.family,
+                       "layers": e.layers, "released": e.released} for e in entries],
+            "edges": edges, "compared": len(compared), "derived_pairs": len(derived), "pairs_rule": rule,
+            "correction": "holm", "attach_order": list(ATTACH_ORDER), "seconds": time.perf_counter() - t0}
+
+
+def _forest(entries, derived) -> list[dict]:
+    """Greedy attachment in ATTACH_ORDER with a union-find: each model gets at most one parent, no cycles."""
+    proposals = []
+    for r in derived:
+        parent_side = r["direction"]["parent"]
+        for child, parent in ((r["i"], r["j"]), (r["j"], r["i"])):
+            side_of_parent = "a" if parent == r["i"] else "b"
+            if parent_side is not None and parent_side != side_of_parent:
+                continue  # never hang a model below its structural child
+            proposals.append((_attach_key(entries[child], entries[parent], r["strength"]), child, parent, r))
+    proposals.sort(key=lambda p: p[0])
+    root = list(range(len(entries)))
+
+    def find(x):
+        while root[x] != x:
+            root[x] = root[root[x]]
+            x = root[x]
+        return x
+
+    has_parent, edges = set(), []
+    for key, child, parent, r in proposals:
+        if child in has_parent or find(child) == find(parent):
+            continue
+        root[find(child)] = find(parent)
+        has_parent.add(child)
+        directed = r["direction"]["parent"] is not None
+        edges.append({"a": entries[parent].name, "b": entries[child].name,
+                      "a_hash": entries[parent].content_hash, "b_hash": entries[child].content_hash,
+                      "parent": entries[parent].name if directed else None,
+                      "strength": r["strength"], "p_value": r["p_value"], "p_value_corrected": r["p_value_corrected"],
+                      "attached_by": ATTACH_ORDER[0] if key[0] == 0 else ATTACH_ORDER[1] if key[1] == 0 else ATTACH_ORDER[2],
+                      "direction_evidence": r["direction"]["evidence"]})
+    edges.sort(key=lambda e: -e["strength"])
+    return edges
