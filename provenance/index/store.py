@@ -192,10 +192,14 @@ class Store:
                                 (kind, text, source)).fetchone()
         if row:
             return row[0]
+        if self.conn.in_transaction:
+            return self._insert_origin(kind, text, source)
         with self.transaction():
-            cur = self.conn.execute("INSERT INTO origins(kind, identity, source, recorded_at) VALUES (?, ?, ?, ?)",
-                                    (kind, text, source, utc_now()))
-            return cur.lastrowid
+            return self._insert_origin(kind, text, source)
+
+    def _insert_origin(self, kind: str, text: str, source: str | None) -> int:
+        return self.conn.execute("INSERT INTO origins(kind, identity, source, recorded_at) VALUES (?, ?, ?, ?)",
+                                 (kind, text, source, utc_now())).lastrowid
 
     def origins(self) -> list[dict]:
         return [{"id": i, "kind": k, "identity": json.loads(ident), "source": src, "recorded_at": at}
@@ -210,8 +214,9 @@ class Store:
         return self.conn.execute("SELECT count(*) FROM entries").fetchone()[0]
 
     def add(self, fp, *, origin_id: int, role: str = "model", source: str | None = None, released: str | None = None,
-            fingerprinted_by: str | None = None, name: str | None = None, data: bytes | None = None) -> bool:
-        """Insert one fingerprint in one transaction.
+            fingerprinted_by: str | None = None, name: str | None = None, data: bytes | None = None,
+            added_at: str | None = None) -> bool:
+        """Insert one fingerprint in its own transaction.
 
         Args:
             fp: the Fingerprint.
@@ -219,9 +224,18 @@ class Store:
             role: 'base' (a declared base model) or 'model'.
             source, released, fingerprinted_by, name: metadata (name defaults to the fingerprint's label).
             data: the fingerprint's file bytes when already at hand (else serialized here).
+            added_at: when it was first indexed (default: now; imports keep the exporter's).
         Returns:
             True when inserted, False when its content hash was already indexed (nothing changes).
         """
+        with self.transaction():
+            return self.insert(fp, origin_id=origin_id, role=role, source=source, released=released,
+                               fingerprinted_by=fingerprinted_by, name=name, data=data, added_at=added_at)
+
+    def insert(self, fp, *, origin_id: int, role: str = "model", source: str | None = None, released: str | None = None,
+               fingerprinted_by: str | None = None, name: str | None = None, data: bytes | None = None,
+               added_at: str | None = None, tool_version: str | None = None) -> bool:
+        """As add, inside a transaction the caller holds (several inserts that must land together)."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, not {role!r}")
         from .. import __version__
@@ -230,14 +244,14 @@ class Store:
         vec = S.summarize(fp)
         values = (model["content_hash"], name or model.get("label") or model["content_hash"][:12], role, model.get("family"),
                   model.get("format"), fp.num_layers, json.dumps(model.get("facts", {}), sort_keys=True), source, released,
-                  fingerprinted_by, json.dumps(fp.doc.get("backend", {}), sort_keys=True), fp.doc.get("tool_version", __version__),
-                  utc_now(), origin_id, S.SUMMARY_VERSION, vec.astype("<f4").tobytes(), hashlib.sha256(data).hexdigest(), data)
-        with self.transaction():
-            cur = self.conn.execute(
-                "INSERT OR IGNORE INTO entries(content_hash, name, role, family, format, layers, facts, source, released, "
-                "fingerprinted_by, backend, tool_version, added_at, origin_id, summary_version, summary, fingerprint_sha256, "
-                "fingerprint) VALUES (" + ", ".join("?" * len(values)) + ")", values)
-            return cur.rowcount == 1
+                  fingerprinted_by, json.dumps(fp.doc.get("backend", {}), sort_keys=True), tool_version or __version__,
+                  added_at or utc_now(), origin_id, S.SUMMARY_VERSION, vec.astype("<f4").tobytes(),
+                  hashlib.sha256(data).hexdigest(), data)
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO entries(content_hash, name, role, family, format, layers, facts, source, released, "
+            "fingerprinted_by, backend, tool_version, added_at, origin_id, summary_version, summary, fingerprint_sha256, "
+            "fingerprint) VALUES (" + ", ".join("?" * len(values)) + ")", values)
+        return cur.rowcount == 1
 
     def entries(self) -> list[Entry]:
         cols = ", ".join(ENTRY_COLUMNS)
