@@ -29,6 +29,10 @@ def _emit(obj, as_json: bool, human) -> None:
         human(obj)
 
 
+from .index.cli import index_app  # noqa: E402
+app.add_typer(index_app, name="index")
+
+
 @app.command()
 def backends(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """List compute backends, whether each is available, and why not."""

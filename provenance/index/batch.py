@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputNotFound, MalformedInput, ProvenanceError, Unsupported
+from ..errors import INTERNAL, InputNotFound, MalformedInput, ProvenanceError, Unsupported
 from ..progress import Progress
 from .store import Store, fingerprint_bytes, fingerprint_from_bytes
 
@@ -29,6 +29,11 @@ class BatchResult:
     added: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    exit_code: int = 0  # the first failure's documented exit code
+
+    def fail(self, item: str, error: str, code: int) -> None:
+        self.failed.append((item, error))
+        self.exit_code = self.exit_code or code
 
     def as_dict(self) -> dict:
         return {"added": self.added, "skipped": self.skipped, "failed": [{"input": i, "error": e} for i, e in self.failed]}
@@ -136,9 +141,10 @@ def fingerprint_one(item: str, backend_name: str, known: frozenset[str], threads
             view.source.close()
         return {"input": item, "status": "added", "content_hash": content_hash, "data": fingerprint_bytes(fp), "label": label}
     except ProvenanceError as exc:
-        return {"input": item, "status": "failed", "error": str(exc)}
+        return {"input": item, "status": "failed", "error": str(exc), "exit_code": exc.exit_code}
     except Exception as exc:  # a bug or an unreadable file: one line, the run goes on
-        return {"input": item, "status": "failed", "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+        return {"input": item, "status": "failed", "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                "exit_code": INTERNAL}
 
 
 def _label(path: Path) -> str:
@@ -221,7 +227,7 @@ def add_many(store: Store, items: list[str], *, backend: str = "cpu", scheduler:
     for out in RUNNERS[scheduler](items, backend, known, workers, threads, vocab):
         item = out["input"]
         if out["status"] == "failed":
-            result.failed.append((item, out["error"]))
+            result.fail(item, out["error"], out["exit_code"])
         elif out["status"] == "skipped":
             result.skipped.append(item)
         else:
@@ -230,7 +236,7 @@ def add_many(store: Store, items: list[str], *, backend: str = "cpu", scheduler:
                 inserted = store.add(fp, origin_id=origin, role=role, source=item, released=released,
                                      fingerprinted_by=fingerprinted_by, name=out.get("label"), data=out["data"])
             except ProvenanceError as exc:
-                result.failed.append((item, str(exc)))
+                result.fail(item, str(exc), exc.exit_code)
                 inserted = None
             if inserted:
                 result.added.append(item)

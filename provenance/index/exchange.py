@@ -155,14 +155,19 @@ def read_export(path: Path) -> tuple[dict, list[tuple[dict, object, bytes]]]:
     return manifest, out
 
 
-def import_index(store: Store, path: Path) -> dict:
+def import_index(store: Store, path: Path, prepared: tuple | None = None) -> dict:
     """Import a validated export into the store in one transaction.
+
+    Args:
+        store: the index to import into.
+        path: the export file.
+        prepared: read_export(path)'s result when the caller already validated the file.
 
     Returns:
         {"imported": names, "skipped": names already indexed (by content hash), "exporter": the exporter record}.
     """
     path = Path(path)
-    manifest, rows = read_export(path)
+    manifest, rows = read_export(path) if prepared is None else prepared
     file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
     origins = {o["id"]: o for o in manifest["origins"]}
     imported, skipped = [], []

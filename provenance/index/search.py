@@ -16,6 +16,7 @@ import numpy as np
 
 from ..lineage import DECISION, compare_fingerprints
 from ..progress import Progress
+from . import direction as D
 from . import summary as S
 
 SCHEMA_VERSION = "1.0"
@@ -98,10 +99,11 @@ def search(store, query_fp, top: int = DEFAULT_TOP, progress: bool = False) -> d
     t0 = time.perf_counter()
     rows = []
     for pre_rank, (content_hash, name, score) in enumerate(chosen, 1):
-        result = compare_fingerprints(store.fingerprint(content_hash), query_fp)  # A: the indexed model, B: the query
+        candidate = store.fingerprint(content_hash)
+        result = compare_fingerprints(candidate, query_fp)  # A: the indexed model, B: the query
         rows.append({"name": name, "content_hash": content_hash, "pair_verdict": result["verdict"],
                      "p_value": result["p_value"], "prefilter_rank": pre_rank, "prefilter_score": score,
-                     "reason": result["reason"], "direction": _direction(result["direction"])})
+                     "reason": result["reason"], "direction": _direction(candidate, query_fp, result)})
         tracker.step(name)
     confirm_seconds = time.perf_counter() - t0
     for row, adjusted in zip(rows, holm([r["p_value"] for r in rows], len(ranked))):
@@ -121,7 +123,10 @@ def search(store, query_fp, top: int = DEFAULT_TOP, progress: bool = False) -> d
             "prefilter_seconds": pre["seconds"], "confirm_seconds": confirm_seconds}
 
 
-def _direction(d: dict) -> dict:
-    """The comparison's direction in search terms: 'candidate' (the indexed model is the parent), 'query', or None."""
-    parent = {"a": "candidate", "b": "query"}.get(d.get("parent"))
-    return {"parent": parent, "evidence": d.get("evidence", "")}
+def _direction(candidate, query_fp, result) -> dict:
+    """Structural direction (direction.py) in search terms: 'candidate' (the indexed model is the parent),
+    'query', or None; only for derived pairs."""
+    if result["verdict"] != "derived":
+        return {"parent": None, "evidence": ["no lineage evidence"]}
+    d = D.infer(candidate, query_fp, result)
+    return {"parent": {"a": "candidate", "b": "query"}.get(d["parent"]), "evidence": d["evidence"]}
