@@ -68,24 +68,14 @@ ATTACH_ORDER = ("the relative is a declared base model and the child is not", "t
                 "stronger evidence (largest effect above its margin)")
 
 
-def build_tree(store, progress: bool = False, exhaustive_up_to: int = EXHAUSTIVE_UP_TO,
-               neighbours: int = NEIGHBOURS) -> dict:
-    """The lineage forest of an index.
+def compare_pairs(store, entries, pairs, progress: bool = False) -> list[dict]:
+    """Full comparison of each pair of entry indices, with Holm's correction over all of them.
 
-    Args:
-        store: an open index Store.
-        progress: progress lines on stderr.
-        exhaustive_up_to: compare every pair up to this many entries; beyond, pre-filter neighbours only.
-        neighbours: pre-filter neighbours per model for large indexes.
     Returns:
-        The tree document (docs/INDEX.md): nodes, edges (strongest first: a, b, parent, strength, p_value,
-        p_value_corrected, attached_by, direction_evidence), derived_pairs, compared, pairs_rule, schema_version.
+        [{i, j, pair_verdict, p_value, p_value_corrected, strength, direction (derived pairs)}].
     """
-    entries = store.entries()
-    pairs, rule = candidate_pairs(store, entries, exhaustive_up_to, neighbours)
     load = functools.lru_cache(maxsize=128)(store.fingerprint)
     tracker = Progress(len(pairs), "index tree", progress)
-    t0 = time.perf_counter()
     compared = []
     for i, j in pairs:
         ea, eb = entries[i], entries[j]
@@ -99,14 +89,40 @@ def build_tree(store, progress: bool = False, exhaustive_up_to: int = EXHAUSTIVE
         tracker.step(f"{ea.name} vs {eb.name}")
     for row, adjusted in zip(compared, holm([r["p_value"] for r in compared], len(compared))):
         row["p_value_corrected"] = adjusted
+    return compared
+
+
+def assemble(entries, compared, pairs_rule: str = "") -> dict:
+    """The tree document from compared pairs (compare_pairs): candidate edges, then the forest."""
     derived = [r for r in compared if r["pair_verdict"] == "derived" and r["p_value_corrected"] is not None
                and r["p_value_corrected"] <= DECISION["alpha_derived"]]
-    edges = _forest(entries, derived)
     return {"schema_version": SCHEMA_VERSION,
             "nodes": [{"name": e.name, "content_hash": e.content_hash, "role": e.role, "family": e.family,
                        "layers": e.layers, "released": e.released} for e in entries],
-            "edges": edges, "compared": len(compared), "derived_pairs": len(derived), "pairs_rule": rule,
-            "correction": "holm", "attach_order": list(ATTACH_ORDER), "seconds": time.perf_counter() - t0}
+            "edges": _forest(entries, derived), "compared": len(compared), "derived_pairs": len(derived),
+            "pairs_rule": pairs_rule, "correction": "holm", "attach_order": list(ATTACH_ORDER)}
+
+
+def build_tree(store, progress: bool = False, exhaustive_up_to: int = EXHAUSTIVE_UP_TO,
+               neighbours: int = NEIGHBOURS) -> dict:
+    """The lineage forest of an index.
+
+    Args:
+        store: an open index Store.
+        progress: progress lines on stderr.
+        exhaustive_up_to: compare every pair up to this many entries; beyond, pre-filter neighbours only.
+        neighbours: pre-filter neighbours per model for large indexes.
+    Returns:
+        The tree document (docs/INDEX.md): nodes, edges (strongest first: a, b, parent, strength, p_value,
+        p_value_corrected, attached_by, direction_evidence), derived_pairs, compared, pairs_rule, seconds,
+        schema_version.
+    """
+    entries = store.entries()
+    pairs, rule = candidate_pairs(store, entries, exhaustive_up_to, neighbours)
+    t0 = time.perf_counter()
+    doc = assemble(entries, compare_pairs(store, entries, pairs, progress), rule)
+    doc["seconds"] = time.perf_counter() - t0
+    return doc
 
 
 def _forest(entries, derived) -> list[dict]:
