@@ -169,6 +169,11 @@ def run_pairs(rows, fps, ckpts) -> list[dict]:
     return results
 
 
+def _best_effect(row) -> float:
+    """The largest effect among the pair's calibrated signals (how far the strongest evidence clears its null)."""
+    return max((_finite(s["effect"]) for s in row["calibrated"].values()), default=-math.inf)
+
+
 def summarize(results, transforms) -> dict:
     neg = [r for r in results if r["truth"] == "independent"]
     derived = [r for r in results if r["truth"] == "derived"]
@@ -190,6 +195,7 @@ def summarize(results, transforms) -> dict:
             "awm_tpr_at_fp0": tpr_at_zero_fp(awm, [r["awm"] for r in neg])[0],
             "awm_auc": auc(awm, [r["awm"] for r in neg]),
             "min_awm": min(awm), "min_sigma": min(_finite(s) for s in sig),
+            "weakest_best_effect": min(_best_effect(r) for r in sel),
         }
     signals = {}
     for name in sorted({n for r in results for n in r["calibrated"]}):
@@ -214,6 +220,7 @@ def summarize(results, transforms) -> dict:
             "ours_inconclusive": sum(r["verdict"] == "inconclusive" for r in neg),
             "sigma_false_positives_at_claim_level": sum(_finite(r["sigma_corr"]) >= SIGMA_THRESHOLD for r in neg),
             "sigma_strictest_zero_fp_threshold": sigma_bar, "awm_strictest_zero_fp_threshold": awm_bar,
+            "largest_best_effect": max(_best_effect(r) for r in neg),
             "by_kind": {k: sum(r["transform"] == k for r in neg) for k in sorted({r["transform"] for r in neg})},
         },
         "overall": {
@@ -232,22 +239,22 @@ def render(summary: dict) -> str:
     ind, ov = summary["independent"], summary["overall"]
     lines = [
         f"| transform | derived pairs | ours: derived (TPR) | ours: inconclusive | sigma >= {SIGMA_THRESHOLD} | "
-        "sigma: TPR at 0 FP | sigma: AUC | AWM: TPR at 0 FP | AWM: AUC |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "sigma: TPR at 0 FP | sigma: AUC | AWM: TPR at 0 FP | AWM: AUC | ours: weakest best effect |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t, v in summary["transforms"].items():
         n = v["pairs"]
         lines.append(f"| {t} | {n} | {v['ours_derived']}/{n} ({v['ours_derived'] / n:.2f}) | {v['ours_inconclusive']} | "
                      f"{v['sigma_at_claim_level']}/{n} | {v['sigma_tpr_at_fp0']:.2f} | {v['sigma_auc']:.2f} | "
-                     f"{v['awm_tpr_at_fp0']:.2f} | {v['awm_auc']:.2f} |")
+                     f"{v['awm_tpr_at_fp0']:.2f} | {v['awm_auc']:.2f} | {v['weakest_best_effect']:.3f} |")
     lines.append(f"| **all** | {ov['derived_pairs']} | {ov['ours_tpr']:.2f} | | | {ov['sigma_tpr_at_fp0']:.2f} | "
-                 f"{ov['sigma_auc']:.2f} | {ov['awm_tpr_at_fp0']:.2f} | {ov['awm_auc']:.2f} |")
+                 f"{ov['sigma_auc']:.2f} | {ov['awm_tpr_at_fp0']:.2f} | {ov['awm_auc']:.2f} | |")
     kinds = ", ".join(f"{k} {n}" for k, n in ind["by_kind"].items())
     lines += [
         "",
         f"Independent pairs: {ind['pairs']} ({kinds}).",
         f"Ours: {ind['ours_false_positives']} false positives, {ind['ours_independent']} independent, "
-        f"{ind['ours_inconclusive']} inconclusive. Sigma-curve >= {SIGMA_THRESHOLD}: "
+        f"{ind['ours_inconclusive']} inconclusive; largest best effect {ind['largest_best_effect']:.3f}. Sigma-curve >= {SIGMA_THRESHOLD}: "
         f"{ind['sigma_false_positives_at_claim_level']} false positives. Strictest zero-FP thresholds: "
         f"sigma {ind['sigma_strictest_zero_fp_threshold']:.3f}, AWM {ind['awm_strictest_zero_fp_threshold']:.3f}.",
         "",
@@ -292,8 +299,8 @@ def main(argv=None) -> int:
     doc = {"benchmark": "lineage_zoo", "schema_version": SCHEMA_VERSION, "tool_version": provenance.__version__,
            "identity": cpu.identity(), "seeds": seeds, "decision_rule": DECISION, "sigma_threshold": SIGMA_THRESHOLD,
            "awm": "LAP on shared-vocabulary embedding columns (1 - |cos|, signs), unbiased CKA of W_q and W_k per layer, mean",
-           "transforms": {t: {"description": TRANSFORMS[t].description, "independent": TRANSFORMS[t].independent}
-                          for t in args.transforms},
+           "recipes": {t: {"description": TRANSFORMS[t].description, "independent": TRANSFORMS[t].independent}
+                       for t in args.transforms},
            "compare_seconds": time.perf_counter() - compare_start, **summary, "pairs": results}
     if args.out:
         write_json(args.out, _jsonable(doc))

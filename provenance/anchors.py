@@ -24,8 +24,12 @@ def canonical(token: str, wordpiece: bool = False) -> str:
     return _BYTE.sub(lambda m: chr(int(m.group(1), 16)), token)
 
 
-def _rank(token: str) -> bytes:
+def token_rank(token: str) -> bytes:
+    """The hash order in which canonical tokens are chosen (the same in every model)."""
     return hashlib.sha1(token.encode("utf-8", "surrogatepass")).digest()
+
+
+_rank = token_rank
 
 
 def choose_anchors(tokens: list[str] | None, vocab_rows: int, n: int) -> tuple[list[str], list[int], str]:

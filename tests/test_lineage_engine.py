@@ -85,3 +85,12 @@ def test_an_older_schema_is_refused_with_its_version(demo_fps, tmp_path):
     old.save(tmp_path / "old.safetensors")
     with pytest.raises(Unsupported, match=r"'0\.9'.*fingerprint the model again"):
         load_fingerprint(tmp_path / "old.safetensors")
+
+
+def test_inconsistent_shapes_are_malformed_not_a_crash(demo_fps, tmp_path):
+    fp = demo_fps["base-s0"]
+    tensors = dict(fp.tensors)
+    tensors["layer.1.body.qk"] = tensors["layer.1.body.qk"][:5]
+    Fingerprint(json.loads(json.dumps(fp.doc)), tensors).save(tmp_path / "bad.safetensors")
+    with pytest.raises(MalformedInput, match="layer 1 body.qk has shape"):
+        load_fingerprint(tmp_path / "bad.safetensors")

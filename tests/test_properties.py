@@ -97,3 +97,49 @@ def test_arbitrary_json_headers_fail_cleanly(header, tmp_path_factory):
         read_everything(path)
     except ProvenanceError:
         pass
+
+
+def _doc_paths(node, prefix=()):
+    """Every (path) into a JSON document, for mutating one place at a time."""
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _doc_paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node[:3]):
+            yield from _doc_paths(v, prefix + (i,))
+
+
+@pytest.fixture(scope="module")
+def small_fingerprint():
+    from benchmarks.synthetic import synthetic_fingerprint
+    return synthetic_fingerprint(2, seed=3)
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=4),
+                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
+                           max_leaves=5)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(choice=st.integers(0, 10_000), value=JSON_VALUES, delete=st.booleans())
+def test_tampered_fingerprint_documents_load_or_fail_cleanly(small_fingerprint, tmp_path_factory, choice, value, delete):
+    import copy
+
+    from provenance.fingerprint import Fingerprint, load_fingerprint
+    doc = copy.deepcopy(small_fingerprint.doc)
+    paths = [p for p in _doc_paths(doc) if p]
+    path = paths[choice % len(paths)]
+    parent = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    if delete:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    out = tmp_path_factory.mktemp("fp") / "fp.safetensors"
+    Fingerprint(doc, dict(small_fingerprint.tensors)).save(out)
+    try:
+        load_fingerprint(out)
+    except ProvenanceError:
+        pass

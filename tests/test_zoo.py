@@ -33,7 +33,7 @@ def test_zoo_models_are_hf_layout_checkpoints(zoo):
     assert build_many(["base-s0"])["base-s0"].exists()
 
 
-NEW_TRANSFORMS = ("rotate", "vocab_carry", "wash", "finegrained_moe", "long_continued", "pangu",
+NEW_TRANSFORMS = ("rotate", "vocab_carry", "wash", "finegrained_moe", "long_continued", "pangu", "pangu_rotate",
                   "scratch_moe", "scratch_vocab")
 
 

@@ -24,6 +24,7 @@ MAX_NEURONS = 256
 N_EMBED_TOKENS = 4096   # shared-token embedding rows kept for the embedding signal (anchors are their first 256)
 FULL_HIDDEN = 512       # up to this hidden size body features keep every coordinate
 BODY_DIMS = 128         # beyond it, they are projected onto the model's own top principal subspace
+ATTN_ROWS = 256         # Q/K/V rows and O columns kept per layer (evenly spaced by index)
 
 
 def _finite(t: torch.Tensor, view: ModelView, role: str, layer) -> torch.Tensor:
@@ -185,6 +186,15 @@ def _attention_products(fp, i, attn, gamma, heads, kv_heads, hidden, project) ->
     if q.shape[0] % heads or k.shape[0] * heads != q.shape[0] * kv_heads or o.shape[1] != q.shape[0]:
         return  # head layout not understood (MLA, fused variants): no product rather than a wrong one
     q, k, v = (kernels.fold_columns(t, gamma) for t in (q, k, v))
+    # residual-space rows of Q, K, V and columns of O, the same offsets within every head: a residual rotation
+    # leaves head dimensions in place, so these rows correspond one to one between a model and its rotated copy
+    # (and head by head when heads were permuted)
+    hd = q.shape[0] // heads
+    per_head = max(1, min(hd, ATTN_ROWS // (2 * heads + 2 * kv_heads)))
+    offsets = torch.linspace(0, hd - 1, per_head).round().long()
+    blocks = [mat[h * hd + offsets] for mat, n in ((q, heads), (k, kv_heads), (v, kv_heads), (o.T, heads)) for h in range(n)]
+    fp.put("body.attn_rows", project(torch.cat(blocks)), i)
+    fp.doc["layers"][i]["attn_rows"] = {"heads": heads, "kv_heads": kv_heads, "per_head": per_head}
     for kind, prod in (("qk", kernels.qk_product(q, k, heads, kv_heads)), ("ov", kernels.ov_product(o, v, heads, kv_heads))):
         fp.put(f"body.{kind}", project(project(prod).T).T, i)
 

@@ -48,6 +48,8 @@ FEATURES: dict[str, tuple[str, str]] = {
                         "of each kept MLP neuron (routed and shared experts pooled)") for part in ("gate", "up", "down")},
     "body.qk": ("layer.{i}.body.qk", "[dims, dims] sum over heads of W_q^h^T W_k^h, norms folded"),
     "body.ov": ("layer.{i}.body.ov", "[dims, dims] sum over heads of W_o^h W_v^h, norms folded"),
+    "body.attn_rows": ("layer.{i}.body.attn_rows", "[rows, dims] norm-folded rows of Q, K, V and columns of O at the "
+                       "same offsets in every head, ordered Q heads, K heads, V heads, O heads (layout in the layer's attn_rows)"),
     "embed.rows": ("embed.rows", "[tokens, dims] token-embedding rows of the embedding tokens, in body coordinates"),
 }
 NEURON_PARTS = ("gate", "up", "down")
@@ -165,6 +167,54 @@ def is_fingerprint_file(path: Path) -> bool:
         return False
 
 
+# where in the document -> the types accepted there (the parts the comparison reads)
+_STR_LIST = "list of strings"
+STRUCTURE = {
+    ("model",): dict, ("model", "content_hash"): str, ("model", "family"): str, ("model", "format"): str,
+    ("backend",): dict, ("settings",): dict, ("anchors",): dict, ("anchors", "tokens"): _STR_LIST,
+    ("anchors", "matched_by"): str, ("layers",): list,
+}
+OPTIONAL = {("model", "label"): (str, type(None)), ("settings", "body_dims"): int, ("embedding",): dict,
+            ("embedding", "tokens"): _STR_LIST, ("embedding", "matched_by"): str, ("features",): _STR_LIST}
+LAYER_STRUCTURE = {"sigma": dict, "features": _STR_LIST}
+LAYER_OPTIONAL = {"neurons": int, "moe": bool, "bias_sigma": dict, "notes": list, "attn_rows": dict}
+
+
+def _type_ok(value, expected) -> bool:
+    if expected == _STR_LIST:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+
+
+def _check_structure(doc: dict, path) -> None:
+    def lookup(node, where):
+        for key in where:
+            if not isinstance(node, dict) or key not in node:
+                return KeyError
+            node = node[key]
+        return node
+
+    for table, required in ((STRUCTURE, True), (OPTIONAL, False)):
+        for where, expected in table.items():
+            value = lookup(doc, where)
+            if value is KeyError and not required:
+                continue
+            if value is KeyError or not _type_ok(value, expected):
+                raise MalformedInput(f"fingerprint document field {'.'.join(where)} is missing or not a {expected}", path)
+    for i, layer in enumerate(doc["layers"]):
+        if not isinstance(layer, dict):
+            raise MalformedInput(f"fingerprint layer {i} is not an object", path)
+        for table, required in ((LAYER_STRUCTURE, True), (LAYER_OPTIONAL, False)):
+            for key, expected in table.items():
+                if key not in layer and not required:
+                    continue
+                if key not in layer or not _type_ok(layer[key], expected):
+                    raise MalformedInput(f"fingerprint layer {i} field {key} is missing or not a {expected}", path)
+        if not all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                   for k, v in layer["sigma"].items()):
+            raise MalformedInput(f"fingerprint layer {i} sigma values are not numbers", path)
+
+
 def check_schema(doc: dict, tensors: dict, path) -> None:
     """Refuse another major schema version, and documents whose listed features are missing."""
     version = str(doc.get("schema_version", ""))
@@ -172,8 +222,7 @@ def check_schema(doc: dict, tensors: dict, path) -> None:
     if version.split(".")[0] != ours.split(".")[0]:
         raise Unsupported(f"fingerprint schema {version or 'unknown'!r}; this version reads {ours}: "
                           "fingerprint the model again with this version", path)
-    if not isinstance(doc.get("layers"), list) or not isinstance(doc.get("anchors"), dict) or "model" not in doc:
-        raise MalformedInput("fingerprint document lacks layers, anchors or model", path)
+    _check_structure(doc, path)
     for i, layer in enumerate(doc["layers"]):
         for feature in layer.get("features", []):
             if feature not in FEATURES or _key(feature, i) not in tensors:
@@ -181,6 +230,47 @@ def check_schema(doc: dict, tensors: dict, path) -> None:
     for feature in doc.get("features", []):
         if feature not in FEATURES or _key(feature) not in tensors:
             raise MalformedInput(f"fingerprint lists feature {feature!r} but the file has no such tensor", path)
+    _check_shapes(doc, tensors, path)
+
+
+def _check_shapes(doc: dict, tensors: dict, path) -> None:
+    """Shapes that the comparison relies on agree with each other and with the document."""
+    def bad(what):
+        raise MalformedInput(f"fingerprint {what}", path)
+
+    n_anchors = len(doc["anchors"].get("tokens", []))
+    dims = doc.get("settings", {}).get("body_dims")
+    for key, t in tensors.items():
+        if not torch.is_floating_point(t) or not torch.isfinite(t).all():
+            bad(f"tensor {key!r} is not finite floating point")
+    for i, layer in enumerate(doc["layers"]):
+        feats = set(layer.get("features", []))
+        for f in feats:
+            t = tensors[_key(f, i)]
+            if f.startswith("gram.") and tuple(t.shape) != (n_anchors, n_anchors):
+                bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected ({n_anchors}, {n_anchors})")
+            if f.startswith("profile.") and (t.dim() != 2 or t.shape[1] != n_anchors):
+                bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected (neurons, {n_anchors})")
+            if f == "body.attn_rows":
+                lay = layer.get("attn_rows", {})
+                if not all(isinstance(lay.get(k), int) and not isinstance(lay.get(k), bool) and lay.get(k) > 0
+                           for k in ("heads", "kv_heads", "per_head")):
+                    bad(f"layer {i} lacks the layout of its attention rows")
+                expected = (2 * lay["heads"] + 2 * lay["kv_heads"]) * lay["per_head"]
+                if tuple(t.shape) != (expected, dims):
+                    bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected ({expected}, {dims})")
+            if f in ("body.qk", "body.ov") and tuple(t.shape) != (dims, dims):
+                bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected ({dims}, {dims})")
+        body = [tensors[_key(f"body.{p}", i)] for p in NEURON_PARTS if f"body.{p}" in feats]
+        if body and (any(t.dim() != 2 or t.shape[1] != dims for t in body) or len({t.shape[0] for t in body}) != 1):
+            bad(f"layer {i} body neuron features disagree in shape")
+        if ("profile.gate" in feats and "profile.up" in feats
+                and tensors[_key("profile.gate", i)].shape != tensors[_key("profile.up", i)].shape):
+            bad(f"layer {i} gate and up profiles disagree in shape")
+    if "embed.rows" in doc.get("features", []):
+        rows, tokens = tensors[_key("embed.rows")], doc.get("embedding", {}).get("tokens")
+        if not isinstance(tokens, list) or rows.dim() != 2 or rows.shape[0] != len(tokens) or rows.shape[1] != dims:
+            bad("embedding rows disagree with the embedding token list or the body dimension")
 
 
 def load_fingerprint(path: str | Path) -> Fingerprint:

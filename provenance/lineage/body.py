@@ -18,11 +18,17 @@ import torch
 
 from .. import kernels
 
-FIT_POOL = 384         # neurons per side in one map fit (the strongest of each layer, spread over layers)
+FIT_POOL = 384         # least neurons per side in one map fit (the strongest of each layer, spread over layers)
 FIT_ITERATIONS = 5
 GOOD_ENOUGH = 0.9      # a start whose fitted objective reaches this ends the search over starts
 DTYPE = torch.float32
+SOFTNESS = 0.02       # temperature of the soft matching in the map fit
 NEURON_CAP = 256       # neurons per layer scored
+
+
+def fit_pool(dims: int | None) -> int:
+    """Neurons per side in a map fit: enough matched pairs to pin an orthogonal map of this many dimensions."""
+    return max(FIT_POOL, 4 * (dims or 0))
 
 
 class BodyView:
@@ -43,6 +49,12 @@ class BodyView:
                 self.layers.append(([unit["gate"]], [unit["up"], unit["down"]]))
             else:                # one nonlinearity on up: no sign freedom
                 self.layers.append(([unit["up"], unit["down"]], []))
+        self.attn_rows = []  # per layer: None or (unit rows, (heads, kv_heads, per_head))
+        for i in range(fp.num_layers):
+            r = fp.feature("body.attn_rows", i)
+            lay = fp.layer_info(i).get("attn_rows", {})
+            self.attn_rows.append(None if r is None else
+                                  (kernels.unit_rows(r.to(DTYPE)), (lay["heads"], lay["kv_heads"], lay["per_head"])))
         self.products = []
         for i in range(fp.num_layers):
             qk, ov = fp.attention_product(i, "qk"), fp.attention_product(i, "ov")
@@ -51,11 +63,11 @@ class BodyView:
         self.dims = dims.pop() if len(dims) == 1 else None
 
     def pooled(self, layers) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
-        """The strongest neurons of the given layers, stacked (at most about FIT_POOL in all)."""
+        """The strongest neurons of the given layers, stacked (about fit_pool(dims) in all)."""
         present = [l for l in layers if self.layers[l] is not None]
         if not present:
             return None
-        per = max(8, FIT_POOL // len(present))
+        per = max(8, fit_pool(self.dims) // len(present))
         first = self.layers[present[0]]
         return tuple([torch.cat([self.layers[l][side][k][:per] for l in present]) for k in range(len(first[side]))]
                      for side in (0, 1))
@@ -66,30 +78,40 @@ class BodyView:
         return kinds.pop() if len(kinds) == 1 else None
 
 
+def _parts(a, b, s: torch.Tensor):
+    """(sum of signed-part cosines, sum of paired-part cosines or None) of A's rows against B's rows mapped by S."""
+    (sa, pa), (sb, pb) = a, b
+    signed = torch.cat(sa, dim=1) @ torch.cat([y @ s.T for y in sb], dim=1).T
+    paired = torch.cat(pa, dim=1) @ torch.cat([y @ s.T for y in pb], dim=1).T if pa else None
+    return signed, paired
+
+
 def similarity(a, b, s: torch.Tensor) -> torch.Tensor:
     """Neuron similarity of A's rows to B's rows mapped by S (B coordinates -> A coordinates), in [-1, 1]:
     cosines of the signed parts plus the absolute summed cosine of the paired parts, averaged over parts."""
-    (sa, pa), (sb, pb) = a, b
-    sim = sum(x @ (y @ s.T).T for x, y in zip(sa, sb))
-    if pa:
-        sim = sim + sum(x @ (y @ s.T).T for x, y in zip(pa, pb)).abs()
-    return sim / (len(sa) + len(pa))
+    signed, paired = _parts(a, b, s)
+    return (signed if paired is None else signed + paired.abs()) / (len(a[0]) + len(a[1]))
 
 
-def _procrustes_step(a, b, sim, s) -> torch.Tensor:
-    """Orthogonal map from the mutual best matches of a similarity matrix."""
-    best_b = sim.argmax(dim=1)
-    best_a = sim.argmax(dim=0)
-    rows = torch.nonzero(best_a[best_b] == torch.arange(sim.shape[0])).flatten()
-    if rows.numel() < 4:
-        rows = torch.arange(sim.shape[0])
-    cols = best_b[rows]
+def _block_trace(xs, weighted: torch.Tensor) -> torch.Tensor:
+    """sum over parts p of x_p^T (W y_p), with W y stacked by part along the columns."""
+    k = xs[0].shape[1]
+    return sum(x.T @ weighted[:, i * k:(i + 1) * k] for i, x in enumerate(xs))
+
+
+def _procrustes_step(a, b, s) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthogonal map from a soft mutual matching (weights smooth in the similarities, so a small change of the
+    weights, such as a lower-precision copy, moves the map a little rather than flipping discrete pairings).
+    Returns (new map, the similarity under the old one)."""
+    signed, paired = _parts(a, b, s)
+    sim = (signed if paired is None else signed + paired.abs()) / (len(a[0]) + len(a[1]))
+    w = torch.softmax(sim / SOFTNESS, dim=1) * torch.softmax(sim / SOFTNESS, dim=0)
+    w = torch.where(w > 1e-12, w, 0.0)  # denormal weights contribute nothing and make the products crawl
     (sa, pa), (sb, pb) = a, b
-    m = sum(x[rows].T @ y[cols] for x, y in zip(sa, sb))
+    m = _block_trace(sa, w @ torch.cat(sb, dim=1))
     if pa:
-        sign = torch.sign(sum((x[rows] * (y[cols] @ s.T)).sum(1) for x, y in zip(pa, pb)) + 1e-12)
-        m = m + sum((x[rows] * sign[:, None]).T @ y[cols] for x, y in zip(pa, pb))
-    return kernels.polar(m)
+        m = m + _block_trace(pa, (w * torch.sign(paired)) @ torch.cat(pb, dim=1))
+    return kernels.polar(m), sim
 
 
 def _spectral(pool) -> torch.Tensor:
@@ -100,18 +122,19 @@ def _spectral(pool) -> torch.Tensor:
 
 
 def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
-    """Best orthogonal map over the starts by alternating matching and Procrustes: (S, objective)."""
+    """Best orthogonal map over the starts and every iterate of alternating soft matching and Procrustes
+    (a start that already fits is never made worse): (S, objective = mean best-match similarity of A's rows)."""
     best, best_obj = None, -np.inf
     for s in starts:
-        for _ in range(FIT_ITERATIONS):
-            sim = similarity(a_pool, b_pool, s)
-            s_new = _procrustes_step(a_pool, b_pool, sim, s)
-            if torch.allclose(s_new, s, atol=1e-4):
+        for step in range(FIT_ITERATIONS + 1):
+            s_new, sim = _procrustes_step(a_pool, b_pool, s)
+            obj = float(sim.max(dim=1).values.mean())
+            improved = obj > best_obj + 1e-4
+            if obj > best_obj:
+                best, best_obj = s, obj
+            if step == FIT_ITERATIONS or torch.allclose(s_new, s, atol=1e-4) or (step > 0 and not improved):
                 break
             s = s_new
-        obj = float(similarity(a_pool, b_pool, s).max(dim=1).values.mean())
-        if obj > best_obj:
-            best, best_obj = s, obj
         if best_obj >= GOOD_ENOUGH:
             break
     return best, best_obj
@@ -129,6 +152,42 @@ def _embedding_start(ctx, dims) -> torch.Tensor | None:
     xa, xb = ea[1].double()[list(ia)], eb[1].double()[list(ib)]
     xa, xb = xa - xa.mean(0), xb - xb.mean(0)
     return kernels.polar(xa.T @ xb)
+
+
+def _head_blocks(rows: torch.Tensor, layout) -> list[list[torch.Tensor]]:
+    """[query-head blocks (Q rows with O columns), key/value-head blocks (K rows with V rows)], each block a
+    [rows, dims] tensor."""
+    heads, kv, m = layout
+    cut = list(torch.split(rows, m))
+    q, k, v, o = cut[:heads], cut[heads:heads + kv], cut[heads + kv:heads + 2 * kv], cut[heads + 2 * kv:]
+    return [[torch.cat([a, b]) for a, b in zip(q, o)], [torch.cat([a, b]) for a, b in zip(k, v)]]
+
+
+def _match_heads(blocks_a, blocks_b) -> list[int]:
+    """B's head for each of A's heads, by linear assignment on the rotation-invariant Gram of each head's rows."""
+    def desc(b):
+        g = b @ b.T
+        return (g / g.norm().clamp_min(1e-12)).reshape(-1)
+    da, db = torch.stack([desc(b) for b in blocks_a]), torch.stack([desc(b) for b in blocks_b])
+    return [int(c) for c in kernels.match(da @ db.T)[1]]
+
+
+def _attention_row_start(va, vb, layers, match_heads: bool) -> torch.Tensor | None:
+    """Procrustes over Q/K/V rows and O columns at the same offsets of the same heads in the same layers: the map
+    itself when one model is a residual rotation of the other. With match_heads, heads are first paired by their
+    rotation-invariant row Grams (for head-permuted copies). Only the given layers are used."""
+    m = 0
+    for l in layers:
+        a, b = va.attn_rows[l], (vb.attn_rows[l] if l < len(vb.attn_rows) else None)
+        if a is None or b is None or a[1] != b[1] or a[0].shape != b[0].shape:
+            continue
+        if not match_heads:
+            m = m + a[0].T @ b[0]
+            continue
+        for blocks_a, blocks_b in zip(_head_blocks(*a), _head_blocks(*b)):
+            for h, g in enumerate(_match_heads(blocks_a, blocks_b)):
+                m = m + blocks_a[h].T @ blocks_b[g]
+    return None if isinstance(m, int) else kernels.polar(m)
 
 
 def cross_fitted_maps(ctx) -> dict | None:
@@ -155,7 +214,9 @@ def cross_fitted_maps(ctx) -> dict | None:
             if a_pool is None or b_pool is None:
                 maps = None
                 break
-            maps[parity], _ = fit_map(a_pool, b_pool, starts)
+            row_starts = [] if ctx.fa.num_layers != ctx.fb.num_layers else \
+                [_attention_row_start(va, vb, fit_layers, match) for match in (False, True)]
+            maps[parity], _ = fit_map(a_pool, b_pool, starts + [r for r in row_starts if r is not None])
     ctx.cache["body_maps"] = maps
     return maps
 

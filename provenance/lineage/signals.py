@@ -21,6 +21,10 @@ SIGMA_NULL = ("no calibrated null. Reported backgrounds: unrelated pairs 0.30-0.
               "0.91 for unrelated deepseek-llm-7b vs llama2-7b; function-preserving rescaling moves every curve")
 
 
+CROSS_FIT = ("each row of A's layers is scored with a residual map fitted on A's layers of the other parity, so no "
+             "scored pair helped fit its map")
+
+
 @dataclass
 class Context:
     """What every signal may read: the two fingerprints, their shared anchors, and (once chosen) the layer map."""
@@ -49,7 +53,7 @@ class Signal:
     null (description for pair rows); note; align (its matrix helps choose the layer map);
     sampled (expensive: on deep models only the map and a sample of other pairs are computed);
     matrix_key (key in result["matrices"]); display (ctx -> name shown, when it depends on the pair);
-    needs_anchors (its evidence is over shared anchor tokens).
+    needs_anchors (its evidence is over shared anchor tokens); scale_floor (floor on the null's spread).
     """
     name: str
     compute: Callable
@@ -63,6 +67,7 @@ class Signal:
     matrix_key: str | None = None
     display: Callable | None = None
     needs_anchors: bool = False
+    scale_floor: float | None = None  # floor on the null's robust spread (default: the decision rule's)
 
     def shown_name(self, ctx: Context) -> str:
         return self.display(ctx) if self.display else self.name
@@ -137,10 +142,12 @@ SIGNALS: list[Signal] = [
            note="MLP neurons (routed and shared experts pooled) matched one-to-one on their gate and up "
                 "profiles over anchor tokens; mean matched similarity"),
     Signal("body_neurons", body.neuron_matrix, layerwise=True, calibrated=True, min_effect=0.15, align=True, sampled=True,
+           scale_floor=0.03, null=CROSS_FIT,
            note="body-only: MLP neurons (norm-folded gate/up rows and down columns; routed and shared experts pooled) "
                 "matched in weight space under a cross-fitted orthogonal map of the residual stream; mean best-match "
                 "similarity of the smaller side's neurons. Never uses the embeddings"),
     Signal("body_attention", body.attention_matrix, layerwise=True, calibrated=True, min_effect=0.15, align=True,
+           scale_floor=0.03, null=CROSS_FIT,
            note="body-only: cosine of the per-layer attention products sum_h W_q^h^T W_k^h and W_o^h W_v^h (norms folded; "
                 "invariant to head permutation and per-head Q/K, V/O rescaling) under the cross-fitted residual map"),
     Signal("embedding", embedding_signal, layerwise=False, calibrated=True, min_effect=0.5,

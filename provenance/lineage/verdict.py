@@ -9,6 +9,7 @@ import numpy as np
 
 from ..schemas import SCHEMA_VERSIONS
 from . import alignment, direction, null, rule
+from .panel import EFFECT_PANEL
 from .signals import SIGNALS, Context, Signal, min_effects
 
 FULL_PAIRS = 576  # beyond this many layer pairs, sampled signals are computed on the map and a null sample
@@ -46,11 +47,16 @@ def _sample_pairs(path, la: int, lb: int) -> list[tuple[int, int]]:
     return sorted(pairs)
 
 
-def _null_text(t: dict, searched: bool) -> str:
+def _null_text(t: dict, searched: bool, s: Signal) -> str:
+    extra = ""
+    if s.name in EFFECT_PANEL and EFFECT_PANEL[s.name]:
+        vals = EFFECT_PANEL[s.name]
+        extra = (f"; effect margin {s.min_effect:g} against a largest effect of {max(vals):.3f} on {len(vals)} "
+                 "independent reference-panel pairs")
     return (f"same statistic on {len(t['null'])} non-corresponding layer pairs of these two models "
             f"(median {t.get('null_median', float('nan')):.3f}, robust scale {t.get('null_scale', float('nan')):.3f}); "
             "Gaussian tail" + (", Bonferroni over the searched layer correspondence" if searched else "")
-            + "; layers combined as 2 x median p")
+            + "; layers combined as 2 x median p" + (f"; {s.null}" if s.null else "") + extra)
 
 
 def compare_fingerprints(fa, fb, signals=None) -> dict:
@@ -109,14 +115,14 @@ def compare_fingerprints(fa, fb, signals=None) -> dict:
         "shared_anchors": len(ia),
         "anchor_note": anchor_note,
         "decision_rule": decision_rule(rows),
-        "direction": direction.infer(ctx, out_signals),
+        "direction": direction.infer(ctx, verdict),
         "a": _side(fa), "b": _side(fb),
         "matrices": {s.matrix_key or s.name: _jsonable(matrices[s.name]) for s in layerwise},
     }
 
 
 def _layerwise_result(s: Signal, ctx: Context, matrix: np.ndarray) -> dict:
-    t = null.layer_null_test(matrix, ctx.path, ctx.searched)
+    t = null.layer_null_test(matrix, ctx.path, ctx.searched, s.scale_floor)
     note = t.get("note", "")
     usable = t["p_value"] is not None
     if s.needs_anchors and not ctx.enough_anchors:
@@ -124,7 +130,7 @@ def _layerwise_result(s: Signal, ctx: Context, matrix: np.ndarray) -> dict:
         usable = False
     return {"name": s.shown_name(ctx), "statistic": t.get("statistic"), "p_value": t["p_value"],
             "used": usable and s.calibrated, "effect": t["effect"], "min_effect": s.min_effect,
-            "null": _null_text(t, ctx.searched), "per_layer_p": t["per_layer_p"], "observed": t["observed"],
+            "null": _null_text(t, ctx.searched, s), "per_layer_p": t["per_layer_p"], "observed": t["observed"],
             "null_values": t["null"], "note": note or s.note}
 
 

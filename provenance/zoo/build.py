@@ -45,6 +45,7 @@ class Transform:
     data: str = "other"
     pre: tuple[Phase, ...] = ()      # phases before the main training, in order
     independent: bool = False        # a control: made from a fresh initialisation, the base is not used
+    source: str | None = None        # start from this derivative of the base instead of the base itself
 
 
 EMBEDDINGS = ("model.embed_tokens.weight", "lm_head.weight")
@@ -133,10 +134,13 @@ TRANSFORMS: dict[str, Transform] = {
     "pangu": Transform("fine-grained MoE split (as finegrained_moe), new tokenizer with embeddings and LM head "
                        "re-initialized, 150 steps with the body frozen, then 2000 steps in full at lr 3e-3",
                        _pangu, steps=2000, lr=3e-3, pre=(Phase(150, 3e-3, _embeddings_only),)),
-    "scratch_moe": Transform("control, not derived: an MoE of the pangu shape and tokenizer size trained from a "
+    "pangu_rotate": Transform("the pangu model with its norms folded and its residual stream turned by a random "
+                              "orthogonal matrix (function-preserving, no further training)",
+                              lambda s, c, g, v: (T.rotate(s, c, g), c, v), source="pangu"),
+    "scratch_moe": Transform("an MoE of the pangu shape and tokenizer size trained from a "
                              f"fresh random initialisation on the base data ({BASE_STEPS} steps)",
                              _scratch(moe=True), steps=BASE_STEPS, lr=BASE_LR, data="base", independent=True),
-    "scratch_vocab": Transform("control, not derived: the base architecture with the other tokenizer trained from "
+    "scratch_vocab": Transform("the base architecture with the other tokenizer trained from "
                                f"a fresh random initialisation on the base data ({BASE_STEPS} steps)",
                                _scratch(moe=False), steps=BASE_STEPS, lr=BASE_LR, data="base", independent=True),
 }
@@ -218,7 +222,8 @@ def build(name: str, root: Path | None = None) -> Path:
             if spec.independent:  # a control starts from nothing of the base
                 state, cfg, vocab = dict(), dict(BASE_CONFIG), Vocab.bytes_only()
             else:
-                state, cfg, vocab = _load(build(f"base-s{seed}", root))
+                parent = f"base-s{seed}" + (f"-{spec.source}" if spec.source else "")
+                state, cfg, vocab = _load(build(parent, root))
             gen = torch.Generator().manual_seed(hash_seed(name))
             if spec.op is not None:
                 state, cfg, vocab = spec.op(state, cfg, gen, vocab)
