@@ -218,3 +218,24 @@ def test_cli_add_reports_a_bad_input_and_indexes_the_rest(fps, tmp_path, capsys)
     assert "broken.safetensors" in capsys.readouterr().err
     with Store(db) as store:
         assert [e.name for e in store.entries()] == ["base-s0"]
+
+
+def test_a_database_with_wrongly_typed_rows_is_malformed_not_a_crash(fps, tmp_path):
+    db = tmp_path / "i.db"
+    with Store(db, create=True) as store:
+        add_many(store, [str(fps["base-s0"])])
+    con = sqlite3.connect(db)
+    con.execute("UPDATE entries SET facts = 'not json', summary = 42")
+    con.commit()
+    con.close()
+    with Store(db) as store:
+        with pytest.raises(MalformedInput, match="metadata"):
+            store.entries()
+        with pytest.raises(MalformedInput, match="summary"):
+            store.summaries()
+
+
+def test_cli_refuses_a_release_date_that_is_not_iso(fps, tmp_path):
+    from provenance.errors import USAGE
+    assert main(["index", "add", str(fps["base-s0"]), "--db", str(tmp_path / "i.db"), "--released", "last spring"]) == USAGE
+    assert not (tmp_path / "i.db").exists()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import List, Optional
 
@@ -54,6 +55,11 @@ def add(models: List[Path] = typer.Argument(None, help="Checkpoints, fingerprint
     from .store import Store
     if scheduler not in SCHEDULERS:
         raise typer.BadParameter(f"must be one of {', '.join(SCHEDULERS)}", param_hint="--scheduler")
+    if released is not None:
+        try:
+            datetime.fromisoformat(released)
+        except ValueError:
+            raise typer.BadParameter("must be an ISO 8601 date, e.g. 2024-05-01", param_hint="--released") from None
     if not models and list_file is None:
         raise typer.BadParameter("give models, folders or --list", param_hint="MODELS")
     items = collect_inputs(list(models or []), list_file)
@@ -128,7 +134,7 @@ def export(output: Path = typer.Argument(..., help="The export file to write."),
     from .exchange import export_index
     from .store import Store
     with Store(db) as store:
-        manifest = export_index(store, output, exported_by=by)
+        manifest = export_index(store, output, exported_by=by, progress=_progress())
     typer.echo(f"{len(manifest['entries'])} entries exported to {output}")
     return 0
 
@@ -140,7 +146,7 @@ def import_(file: Path = typer.Argument(..., help="An index export file."),
     """Import an export file; refused whole if any fingerprint fails validation. Keeps the exporter's identity."""
     from .exchange import import_index, read_export
     from .store import Store
-    prepared = read_export(file)  # the whole file is checked before the database is touched
+    prepared = read_export(file, progress=_progress())  # the whole file is checked before the database is touched
     with Store(db, create=True) as store:
         result = import_index(store, file, prepared)
     if as_json:

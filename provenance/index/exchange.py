@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..atomic import atomic_path
 from ..errors import InputNotFound, MalformedInput, Unsupported
+from ..progress import Progress
 from .store import ROLES, Store, fingerprint_from_bytes, utc_now
 
 FORMAT = "provenance-index-export"
@@ -39,7 +40,8 @@ ENTRY_FIELDS = {"content_hash": str, "name": str, "role": str, "layers": int, "f
 OPTIONAL_TEXT = ("family", "format", "released", "fingerprinted_by", "tool_version", "added_at")
 
 
-def export_index(store: Store, target: Path, exported_by: str | None = None, hashes: list[str] | None = None) -> dict:
+def export_index(store: Store, target: Path, exported_by: str | None = None, hashes: list[str] | None = None,
+                 progress: bool = False) -> dict:
     """Write the index (or the entries with the given content hashes) to one file, atomically.
 
     Returns:
@@ -58,8 +60,10 @@ def export_index(store: Store, target: Path, exported_by: str | None = None, has
     with atomic_path(target) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(MANIFEST, json.dumps(manifest, indent=1, allow_nan=False))
+            tracker = Progress(len(entries), "index export", progress)
             for e in entries:
                 zf.writestr(f"fingerprints/{e.content_hash}.safetensors", store.fingerprint_data(e.content_hash))
+                tracker.step(e.name)
     return manifest
 
 
@@ -105,7 +109,7 @@ def _check_manifest(doc, path: Path) -> None:
             raise MalformedInput(f"manifest entry {k}: origin {e['origin']} is not listed", path)
 
 
-def read_export(path: Path) -> tuple[dict, list[tuple[dict, object, bytes]]]:
+def read_export(path: Path, progress: bool = False) -> tuple[dict, list[tuple[dict, object, bytes]]]:
     """Open and validate an export file completely.
 
     Returns:
@@ -138,6 +142,7 @@ def read_export(path: Path) -> tuple[dict, list[tuple[dict, object, bytes]]]:
         if extra:
             raise MalformedInput(f"fingerprints not listed in the manifest: {sorted(extra)[:3]}", path)
         out = []
+        tracker = Progress(len(manifest["entries"]), "index import: validate", progress)
         try:
             for e in manifest["entries"]:
                 member = f"fingerprints/{e['content_hash']}.safetensors"
@@ -150,6 +155,7 @@ def read_export(path: Path) -> tuple[dict, list[tuple[dict, object, bytes]]]:
                 if fp.model().get("content_hash") != e["content_hash"]:
                     raise MalformedInput(f"entry {e['name']!r}: the fingerprint is of another model (content hash differs)", path)
                 out.append((e, fp, data))
+                tracker.step(e["name"])
         except zipfile.BadZipFile as exc:
             raise MalformedInput(f"corrupt index export: {exc}", path) from None
     return manifest, out

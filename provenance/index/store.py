@@ -253,20 +253,32 @@ class Store:
             "fingerprint) VALUES (" + ", ".join("?" * len(values)) + ")", values)
         return cur.rowcount == 1
 
+    def _entry(self, row) -> Entry:
+        """A row as an Entry; a row a hostile or damaged file filled with the wrong types is MalformedInput."""
+        try:
+            entry = Entry.from_row(row)
+        except (ValueError, TypeError):
+            raise MalformedInput(f"index entry {row[0]} has malformed metadata", self.path) from None
+        if not isinstance(entry.facts, dict) or not isinstance(entry.backend, dict) or not isinstance(entry.name, str):
+            raise MalformedInput(f"index entry {row[0]} has malformed metadata", self.path)
+        return entry
+
     def entries(self) -> list[Entry]:
         cols = ", ".join(ENTRY_COLUMNS)
-        return [Entry.from_row(r) for r in self.conn.execute(f"SELECT {cols} FROM entries ORDER BY id")]
+        return [self._entry(r) for r in self.conn.execute(f"SELECT {cols} FROM entries ORDER BY id")]
 
     def entry(self, content_hash: str) -> Entry | None:
         cols = ", ".join(ENTRY_COLUMNS)
         row = self.conn.execute(f"SELECT {cols} FROM entries WHERE content_hash = ?", (content_hash,)).fetchone()
-        return None if row is None else Entry.from_row(row)
+        return None if row is None else self._entry(row)
 
     def summaries(self) -> tuple[list[int], list[str], list[str], np.ndarray]:
         """(ids, content hashes, names, float32 [entries, DIMENSION]) for the pre-filter, in one query."""
         ids, hashes, names, blobs = [], [], [], []
         for i, h, n, v, blob in self.conn.execute("SELECT id, content_hash, name, summary_version, summary FROM entries ORDER BY id"):
-            if v != S.SUMMARY_VERSION or len(blob) != 4 * S.DIMENSION:
+            if not isinstance(blob, bytes) or len(blob) != 4 * S.DIMENSION:
+                raise MalformedInput(f"index entry {n!r} has a malformed summary", self.path)
+            if v != S.SUMMARY_VERSION:
                 raise Unsupported(f"entry {n!r} has summary version {v}; rebuild the index with this version", self.path)
             ids.append(i), hashes.append(h), names.append(n), blobs.append(blob)
         matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), S.DIMENSION) if blobs else \
@@ -278,7 +290,7 @@ class Store:
                                 (content_hash,)).fetchone()
         if row is None:
             raise InputNotFound(f"no entry with content hash {content_hash}", self.path)
-        if hashlib.sha256(row[0]).hexdigest() != row[1]:
+        if not isinstance(row[0], bytes) or hashlib.sha256(row[0]).hexdigest() != row[1]:
             raise MalformedInput(f"entry {row[2]!r}: stored fingerprint does not match its sha256", self.path)
         return row[0]
 
