@@ -23,7 +23,15 @@ def derived(seeds=SEEDS, transforms=None) -> list[str]:
 
 
 def parent_of(name: str) -> str:
+    """The base a zoo model descends from."""
     return "-".join(name.split("-")[:2])
+
+
+def immediate_parent(name: str) -> str:
+    """The model a zoo derivative was made from: its base, or the derivative its transform starts from."""
+    base = parent_of(name)
+    source = TRANSFORMS[name.split("-", 2)[2]].source
+    return f"{base}-{source}" if source else base
 
 
 def fingerprint_files(zoo, names, directory: Path) -> dict[str, Path]:

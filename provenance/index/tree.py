@@ -7,9 +7,12 @@
 3. A forest: each model is attached to at most one relative, never closing a cycle. Weights cannot
    order near-identical relatives (a permuted or int8 copy is the same function as its parent), and
    siblings fine-tuned on the same data resemble each other more than they resemble their parent;
-   so attachments are taken in this order (ATTACH_ORDER): to a declared base model first, then to a
-   relative released earlier (when release dates are recorded), then by strength of evidence.
-   An attachment never contradicts structural direction (a model is not hung below its own child).
+   so attachments are taken in this order (ATTACH_ORDER): to a declared base model first (or to a
+   relative far closer than any declared base: a near copy of a derivative hangs below that
+   derivative), then to a relative released earlier (when release dates are recorded), then by
+   strength of evidence, and between the two orientations of one pair the model indexed first is
+   the parent. An attachment never contradicts structural direction (a model is not hung below its
+   own child).
 4. Edges are listed strongest first; an edge carries a direction only where structure supports it
    (direction.py); otherwise the edge is undirected.
 """
@@ -54,18 +57,27 @@ def candidate_pairs(store, entries, exhaustive_up_to: int = EXHAUSTIVE_UP_TO, ne
     return sorted(pairs), f"each model with its {neighbours} nearest by the pre-filter"
 
 
-def _attach_key(child, parent, strength) -> tuple:
-    """Smaller first: a declared base, then an earlier release, then stronger evidence."""
-    base = 0 if parent.role == "base" and child.role != "base" else 1
+CLOSER_MARGIN = 0.25  # effect units: siblings fine-tuned on the same data exceed their parent by < 0.1 in the zoo
+
+
+def _attach_key(child, parent, strength, base_strength) -> tuple:
+    """Smaller first. Tier 0: a declared base, or a relative closer than the child's closest declared base by more
+    than CLOSER_MARGIN (a near copy of a derivative is that derivative's child, not its grandparent's); then an
+    earlier release; then stronger evidence; then, between the two orientations of one pair, the model indexed first
+    as the parent."""
+    declared = parent.role == "base" and child.role != "base"
+    closer = base_strength is not None and strength > base_strength + CLOSER_MARGIN
     if parent.released and child.released:
         dated = 0 if parent.released < child.released else 2
     else:
         dated = 1
-    return (base, dated, -strength)
+    return (0 if declared or closer else 1, dated, -strength, 0 if parent.id < child.id else 1)
 
 
-ATTACH_ORDER = ("the relative is a declared base model and the child is not", "the relative was released earlier",
-                "stronger evidence (largest effect above its margin)")
+ATTACH_ORDER = ("the relative is a declared base model and the child is not, or is closer to the child than its "
+                f"closest declared base by more than {CLOSER_MARGIN} in effect",
+                "the relative was released earlier", "stronger evidence (largest effect above its margin)",
+                "the relative was indexed first")
 
 
 def compare_pairs(store, entries, pairs, progress: bool = False) -> list[dict]:
@@ -127,6 +139,11 @@ def build_tree(store, progress: bool = False, exhaustive_up_to: int = EXHAUSTIVE
 
 def _forest(entries, derived) -> list[dict]:
     """Greedy attachment in ATTACH_ORDER with a union-find: each model gets at most one parent, no cycles."""
+    base_strength: dict[int, float] = {}  # each model's strongest derived relation to a declared base
+    for r in derived:
+        for child, parent in ((r["i"], r["j"]), (r["j"], r["i"])):
+            if entries[parent].role == "base" and entries[child].role != "base":
+                base_strength[child] = max(base_strength.get(child, 0.0), r["strength"])
     proposals = []
     for r in derived:
         parent_side = r["direction"]["parent"]
@@ -134,7 +151,8 @@ def _forest(entries, derived) -> list[dict]:
             side_of_parent = "a" if parent == r["i"] else "b"
             if parent_side is not None and parent_side != side_of_parent:
                 continue  # never hang a model below its structural child
-            proposals.append((_attach_key(entries[child], entries[parent], r["strength"]), child, parent, r))
+            key = _attach_key(entries[child], entries[parent], r["strength"], base_strength.get(child))
+            proposals.append((key, child, parent, r))
     proposals.sort(key=lambda p: p[0])
     root = list(range(len(entries)))
 
