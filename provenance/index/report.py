@@ -50,13 +50,17 @@ def tree_figure(doc) -> bytes:
                                                              "shrinkA": 8, "shrinkB": 8})
         else:
             ax.plot([xa, xb], [ya, yb], color="0.5", lw=1.0, zorder=1)
+    parents = {e["a"] for e in doc["edges"]}
     for name, (x, y) in pos.items():
         ax.scatter([x], [y], s=60, zorder=2, color="tab:blue" if roles.get(name) == "base" else "tab:gray")
-        ax.text(x, y - 0.12, name, rotation=60, ha="right", va="top", fontsize=7)
+        if name in parents:  # above the node, clear of the edges leaving it
+            ax.text(x, y + 0.12, name, ha="center", va="bottom", fontsize=7)
+        else:
+            ax.text(x, y - 0.12, name, rotation=60, ha="right", va="top", fontsize=7)
     ax.set_title(f"lineage forest: {len(doc['nodes'])} models, {len(doc['edges'])} edges "
                  "(blue: declared base; red arrow: structural direction parent -> child)", fontsize=9)
     ax.axis("off")
-    ax.set_ylim(-depth - 1.6, 0.5)
+    ax.set_ylim(-depth - 1.6, 0.7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
