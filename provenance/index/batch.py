@@ -182,8 +182,10 @@ def _ray(items, backend, known, workers, threads, vocab):
         raise Unsupported(why)
     import ray
     started = not ray.is_initialized()
-    if started:  # no cluster address configured: a local Ray instance (RAY_ADDRESS selects a cluster)
-        ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    if started and os.environ.get("RAY_ADDRESS"):  # a running cluster: its own resources decide the parallelism
+        ray.init(log_to_driver=False)
+    elif started:  # otherwise a local Ray instance with `workers` CPUs
+        ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=1)(fingerprint_one)
         known_ref = ray.put(known)
