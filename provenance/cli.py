@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 
 from . import __distribution__, __version__, errors
 from .claims.cli import claim_app
+from .index.cli import index_app
 
 
 def _lazy_module(name: str):
@@ -241,6 +242,7 @@ drift_app = typer.Typer(cls=_DriftGroup, rich_markup_mode=None, subcommand_metav
                              "compares reports made on different machines.")
 app.add_typer(drift_app, name="drift", short_help="Kernel drift against float64; compare machines.")
 app.add_typer(claim_app, name="claim", short_help="Check a platform claim against the artifacts.")
+app.add_typer(index_app, name="index", short_help="Index many fingerprints: search, tree, share.")
 
 
 @drift_app.command("run", short_help="Measure drift (the default: drift [MODEL]...).")

@@ -18,6 +18,9 @@ SCHEMA_VERSIONS = {
     "inputs": "1.0",
     "identity": "1.0",
     "claim": "1.0",
+    "index_search": "1.0",
+    "index_tree": "1.0",
+    "index_export": "1.0",
 }
 
 
