@@ -306,17 +306,18 @@ def suite(models: Sequence[str | Path], out: str | Path, *, backends: Sequence[s
 
 
 def demo(out: str | Path = "provenance-demo", *, backends: Sequence[str] | None = None,
-         progress: bool = False) -> SuiteResult:
+         progress: bool = False, claims: bool = True) -> SuiteResult:
     """Build the embedded tiny-model zoo (no download) and run the suite on it.
 
     Args:
         out: directory for the demo's evidence bundle.
         backends: backend names (default: every available one).
         progress: show progress on stderr.
+        claims: also run the platform-claims demo (an honest training segment and three spoofs; needs transformers).
     Returns:
         SuiteResult with suite.json's document.
     """
-    doc = run_demo(Path(out), backend_names=list(backends) if backends else None, progress=progress)
+    doc = run_demo(Path(out), backend_names=list(backends) if backends else None, progress=progress, claims=claims)
     return _suite_result(doc, Path(out))
 
 

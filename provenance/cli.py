@@ -323,9 +323,11 @@ def suite(models: List[Path] = typer.Argument(..., metavar="MODEL", help="Checkp
 @app.command(short_help="The suite on the embedded tiny-model zoo.")
 def demo(out: Path = typer.Option(Path("provenance-demo"), "--out", "-o", help="Directory for the demo's evidence bundle."),
          backend: Optional[List[str]] = typer.Option(None, "--backends", "-b", metavar="BACKEND",
-                                                     help="Backends to use (default: every available one).")):
-    """Build the embedded tiny-model zoo (trained here, no download) and run the suite on it."""
-    result = api.demo(out, backends=backend, progress=_progress())
+                                                     help="Backends to use (default: every available one)."),
+         no_claims: bool = typer.Option(False, "--no-claims", help="Skip the platform-claims demo (an honest training "
+                                                                   "segment and three spoofs, replayed; about a minute).")):
+    """Build the embedded tiny-model zoo (trained here, no download) and run the suite on it, then the platform-claims demo."""
+    result = api.demo(out, backends=backend, progress=_progress(), claims=not no_claims)
     typer.echo(f"demo evidence bundle written to {out} ({result.summary})")
     typer.echo(f"read {out / 'report.md'} or open {out / 'report.html'}")
 

@@ -5,6 +5,7 @@ sections; adding a capability is adding a row to STAGES.
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,14 +171,16 @@ def _labels(models: list[str]) -> list[str]:
 
 def run_suite(models: list[str], out: Path, backend_names: list[str] | None = None, progress: bool = True,
               labels: list[str] | None = None, descriptions: dict[str, str] | None = None,
-              vocab_file: Path | None = None) -> dict:
+              vocab_file: Path | None = None, extra_stages: dict[str, Callable] | None = None) -> dict:
+    """Every stage of STAGES (then `extra_stages`) over the models; writes the evidence bundle into `out`."""
     out = Path(out)
+    stages = {**STAGES, **(extra_stages or {})}
     refuse_outputs([out], models)
     chosen = [get_backend(n) for n in backend_names] if backend_names else available_backends()
     ctx = SuiteContext(models, labels or _labels(models), chosen, out, progress, vocab_file=vocab_file)
     sections = []
-    with Progress(len(STAGES), "suite", progress) as tracker:
-        for name, stage in STAGES.items():
+    with Progress(len(stages), "suite", progress) as tracker:
+        for name, stage in stages.items():
             tracker.step(name)
             ctx.results[name], stage_sections = stage(ctx)
             sections += stage_sections
@@ -236,15 +239,29 @@ def summarize(bundle: dict) -> str:
     if "compare" in bundle:
         verdicts = [c["verdict"] for c in bundle["compare"]]
         parts.append(f"{len(verdicts)} comparisons: " + ", ".join(f"{v} {verdicts.count(v)}" for v in sorted(set(verdicts))))
+    if "claims" in bundle and "skipped" not in bundle["claims"]:
+        claims = bundle["claims"].values()
+        parts.append(f"platform claims: {sum(c['verdict'] == c['expected'] for c in claims)} of {len(claims)} as expected")
     return "; ".join(parts)
 
 
-def run_demo(out: Path, backend_names: list[str] | None = None, progress: bool = True) -> dict:
+def _stage_demo_claims(ctx: SuiteContext):
+    """The demo's platform claims: one honest training segment and its spoofs, each verified (needs transformers)."""
+    if importlib.util.find_spec("transformers") is None:
+        reason = "transformers is not installed (pip install 'provenance-verifier[replay]')"
+        return {"skipped": reason}, [Section("Platform claims", f"Not run: {reason}.")]
+    from .claims.demo import run_demo_claims
+    results, expected, sections = run_demo_claims(ctx.out / "claims", backend_name=ctx.backends[0].name)
+    return {name: {"verdict": r["verdict"], "expected": expected[name]} for name, r in results.items()}, sections
+
+
+def run_demo(out: Path, backend_names: list[str] | None = None, progress: bool = True, claims: bool = True) -> dict:
+    """The suite over the embedded zoo's demo models, and (with `claims`) the platform-claims demo."""
     with Progress(len(DEMO_MODELS), "build zoo", progress) as tracker:
         paths = build_many(DEMO_MODELS, progress=tracker.step)
     descriptions = {name: _zoo_description(name) for name in DEMO_MODELS}
     return run_suite([str(paths[n]) for n in DEMO_MODELS], out, backend_names, progress, labels=list(DEMO_MODELS),
-                     descriptions=descriptions)
+                     descriptions=descriptions, extra_stages={"claims": _stage_demo_claims} if claims else None)
 
 
 def _zoo_description(name: str) -> str:

@@ -5,6 +5,7 @@ The browser tests need Debian's Chromium (`apt-get install chromium`) and the pl
 (`pip install playwright`), which drives that Chromium and never downloads a browser of its own.
 Without either they are skipped, with the reason.
 """
+import json
 import os
 import re
 import shutil
@@ -119,3 +120,14 @@ def test_suite_report_reads_without_a_statistician(bundle):
     kernel_rows = [line for line in visible.split("## Drift: kernel error", 1)[1].splitlines() if line.startswith("| ")]
     assert len(kernel_rows) == 1 + len(kernels)  # header + one row per kernel
     assert f"every configuration ({len(drift['rows'])} rows" in folded
+
+
+def test_the_demo_runs_an_honest_claim_and_its_spoofs(bundle):
+    pytest.importorskip("transformers")
+    suite = json.loads((bundle / "suite.json").read_text())
+    claims = suite["claims"]
+    assert "honest" in claims and len(claims) >= 4
+    assert all(c["verdict"] == c["expected"] for c in claims.values())
+    assert claims["honest"]["verdict"] == "consistent"
+    assert all(c["verdict"] == "inconsistent" for n, c in claims.items() if n != "honest")
+    assert "Platform claims" in (bundle / "report.md").read_text()

@@ -14,7 +14,7 @@ from provenance.schemas import SCHEMA_VERSIONS
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("schemas") / "demo"
-    api.demo(out, backends=["cpu"])
+    api.demo(out, backends=["cpu"], claims=False)
     return out
 
 
