@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
+from .. import limits
 from ..errors import InputNotFound, MalformedInput, UnsafeInput
 
 HASH_CHUNK = 1 << 20
-MAX_JSON_BYTES = 64 << 20  # config and index files are small; a huge one is hostile
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,14 @@ def confined(root: Path, relative: str, *, what: str = "file") -> Path:
         raise UnsafeInput(f"{what} {relative!r} resolves outside {where}", root)
     if not resolved.exists():
         raise InputNotFound(f"{what} {relative!r} is missing", root)
+    if what != "snapshot":  # every other named thing is a file: no FIFO, device, directory (a shard named ".")
+        limits.regular_file(candidate, f"{what} {relative!r}")
     return candidate
 
 
 def read_json_file(path: Path) -> Any:
-    size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise MalformedInput(f"JSON file is {size} bytes, larger than the {MAX_JSON_BYTES} allowed", path)
+    """A JSON document from a regular file no larger than the document_bytes limit, duplicate keys refused."""
+    limits.regular_file(path, "JSON document", "document_bytes")
     try:
         return json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
