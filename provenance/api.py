@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from . import errors
+from . import errors, limits
 from .atomic import write_json
 from .backends import BACKENDS, Backend, describe_backends, get_backend
 from .drift import compare_reports, run_drift
@@ -306,6 +306,8 @@ def read_drift_report(path: str | Path) -> dict:
     if not path.is_file():
         raise errors.InputNotFound("no such drift report", path)
     doc = read_json_file(path)
+    if isinstance(doc, dict) and isinstance(doc.get("rows"), list):  # before the schema walks every row
+        limits.check("rows", len(doc["rows"]), path, "rows in the drift report")
     # reports written before documents named their tool are still read
     problems = [p for p in schema_errors(doc, "drift") if p != "(root): 'tool' is a required property"]
     if problems:

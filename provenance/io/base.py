@@ -78,9 +78,22 @@ def read_json_file(path: Path) -> Any:
     """A JSON document from a regular file no larger than the document_bytes limit, duplicate keys refused."""
     limits.regular_file(path, "JSON document", "document_bytes")
     try:
-        return json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        return json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
+                          parse_float=_finite_float, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
         raise MalformedInput(f"invalid JSON ({exc})", path) from None
+
+
+def _finite_float(text: str) -> float:
+    """JSON numbers the program reads are finite: 1e999 would parse to inf and pass a type check."""
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:30]} is out of range")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _no_duplicate_keys(pairs):
