@@ -245,7 +245,7 @@ def compare(a: str | Path, b: str | Path, *, backend: str | Backend = "cpu", voc
         identity record of the backend that fingerprinted any checkpoint given directly.
     """
     a, b = Path(a), Path(b)
-    refuse_outputs([report], [p for p in (a, b) if not is_fingerprint_file(p)])
+    refuse_outputs([], [p for p in (a, b) if not is_fingerprint_file(p)], directories=[report])
     if trust is not None:
         from .fingerprint.verify import require_trusted
         for p in (a, b):
@@ -281,8 +281,9 @@ def drift(models: Sequence[str | Path] | None = None, *, backends: Sequence[str]
     """
     if models:
         paths, labels = [str(m) for m in models], [Path(m).name for m in models]
-        refuse_outputs([output, report], paths)
+        refuse_outputs([output], paths, directories=[report])
     else:
+        refuse_outputs([output], [], directories=[report])
         built = build_many(DEMO_MODELS)
         paths, labels = [str(built[n]) for n in DEMO_MODELS], list(DEMO_MODELS)
     if len(paths) == 1:
@@ -326,6 +327,7 @@ def drift_compare(reports: Sequence[str | Path], *, output: str | Path | None = 
     Returns:
         DriftCompareResult: per-kernel error ratios, verdict agreement, counts and status (pass, warn, fail).
     """
+    refuse_outputs([output], [], directories=[report])
     docs = [read_drift_report(p) for p in reports]
     doc = stamp(compare_reports(docs, [str(p) for p in reports]), "drift_compare")
     written = _save(doc, output, report, write_drift_comparison)

@@ -426,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
+    from .interrupt import install
+    install()
     sys.exit(main())
 
 

@@ -172,7 +172,7 @@ def run_suite(models: list[str], out: Path, backend_names: list[str] | None = No
               labels: list[str] | None = None, descriptions: dict[str, str] | None = None,
               vocab_file: Path | None = None) -> dict:
     out = Path(out)
-    refuse_outputs([out], models)
+    refuse_outputs([], models, directories=[out])
     chosen = [get_backend(n) for n in backend_names] if backend_names else available_backends()
     ctx = SuiteContext(models, labels or _labels(models), chosen, out, progress, vocab_file=vocab_file)
     sections = []
