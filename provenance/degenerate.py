@@ -31,8 +31,10 @@ def expected_rank(role: str) -> int | None:
 
 
 def check_shapes(view) -> None:
-    """Every mapped tensor has the rank its role needs, from headers alone (before any config check reads
-    shapes). Args: view, a ModelView."""
+    """Every mapped tensor has the rank its role needs, and the layer count is within its limit, from headers
+    alone (before any config check reads shapes or loops over layers). Args: view, a ModelView."""
+    from . import limits
+    limits.check("layers", view.num_layers, view.source.root, "layers named by the tensors")
     infos = view.source.infos()
     for name, ref in view.roles.items():
         rank = len(infos[name].shape)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pickle
 import pickletools
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -93,7 +94,9 @@ def _load_weights_only(path: Path) -> dict:
         # torch maps a zip's records raw under mmap=True: right for stored records, garbage for deflated ones,
         # which are read (and decompressed) the way torch.load reads them without mmap
         stored = records is not None and all(r.compress_type == zipfile.ZIP_STORED for r in records)
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=stored)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=stored)
     except pickle.UnpicklingError as exc:
         foreign = foreign_globals(path)
         if foreign:
