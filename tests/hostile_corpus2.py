@@ -398,3 +398,26 @@ def _(d):
     shutil.copytree(os.fsencode(zoo_model(d)), target)
     shutil.rmtree(_in(d) / "base-s0")
     return ["inspect", os.fsdecode(target)]
+
+
+# --- regressions found by scripts/fuzz_readers.py ---------------------------------------------------------
+@case("fuzz-legacy-pickle-truncated-float", "fuzz", MALFORMED)
+def _(d):
+    p = _in(d) / "pytorch_model.bin"
+    p.write_bytes(b"\x80\x02G\x40\x09")  # BINFLOAT with 2 of its 8 bytes
+    return ["inspect", str(p)]
+
+
+@case("fuzz-onnx-matmul-without-output", "fuzz", MALFORMED)
+def _(d):
+    import numpy as np
+    from onnx import helper, numpy_helper
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], [])], "g", [], [],
+                              [numpy_helper.from_array(np.ones((2, 2), np.float32), "w")])
+    p = _in(d) / "model.onnx"
+    p.write_bytes(helper.make_model(graph).SerializeToString())
+    return ["inspect", str(p)]
+
+
+_drift_case("fuzz-drift-verdict-without-configs",
+            lambda doc: ([v.pop("verdicts_by_config") for v in doc["verdicts"]], doc)[1])

@@ -30,7 +30,7 @@ def _tree(root: Path) -> dict:
 
 def test_second_corpus_covers_every_group():
     groups = {c[1] for c in CASES}
-    assert {"reader", "document", "limits", "special", "pickle", "degenerate", "output", "terminal"} <= groups
+    assert {"reader", "document", "limits", "special", "pickle", "degenerate", "output", "terminal", "fuzz"} <= groups
     names = [c[0] for c in CASES]
     assert len(names) == len(set(names)) and len(names) >= 50
 

@@ -146,6 +146,8 @@ def _require_single_assignment(graph, path: Path) -> None:
     is malformed, and would make the bias lookup quadratic."""
     produced = {t.name for t in graph.initializer} | {i.name for i in graph.input}
     for node in graph.node:
+        if not node.output or not node.output[0]:
+            raise MalformedInput(f"{node.op_type or 'a'} node produces no value", path)
         for name in node.output:
             if not name:
                 continue

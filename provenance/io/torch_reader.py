@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pickle
 import pickletools
+import struct
 import warnings
 import zipfile
 import zlib
@@ -104,7 +105,7 @@ def _load_weights_only(path: Path) -> dict:
         detail = next((l.strip() for l in str(exc).splitlines() if "Unsupported" in l), str(exc).split("\n")[0][:200])
         raise MalformedInput(f"not a loadable PyTorch file: not a weights-only pickle ({detail}); nothing was executed", path) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError, IndexError, TypeError,
-            AttributeError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError, zlib.error,
+            AttributeError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError, zlib.error, struct.error,
             NotImplementedError) as exc:
         first = str(exc).split("\n")[0][:300]
         raise MalformedInput(f"not a loadable PyTorch file ({type(exc).__name__}: {first})", path) from None
