@@ -24,16 +24,15 @@ LIMITS: dict[str, tuple[int, str]] = {
     "layers": (1024, "transformer layers in a checkpoint, a config or a fingerprint"),
     "tensors": (250_000, "tensors in one checkpoint (all shards together)"),
     "header_bytes": (32 << 20, "bytes of one safetensors header"),
-    "document_bytes": (64 << 20, "bytes of one JSON/TOML document (config, index, tokenizer, report, vocab.txt)"),
+    "document_bytes": (64 << 20, "bytes of one JSON document or vocab.txt (config, index, tokenizer, drift report)"),
     "vocab": (1_000_000, "tokens in one vocabulary (tokenizer file or GGUF token list)"),
     "shards": (10_000, "shard files named by one index"),
-    "rows": (100_000, "rows of one drift report or drift comparison"),
+    "rows": (100_000, "rows of one drift report"),
     "onnx_nodes": (1_000_000, "nodes in one ONNX graph"),
     "gguf_kv": (100_000, "metadata entries in one GGUF header"),
     "pickle_bytes": (256 << 20, "bytes of a pickle stream after decompression (torch zip data.pkl)"),
     "pickle_ops": (20_000_000, "pickle opcodes parsed when classifying a refused pickle"),
     "zip_ratio": (200, "uncompressed/compressed size ratio of a deflated record in a torch zip"),
-    "fingerprint_bytes": (4 << 30, "bytes of one fingerprint file"),
 }
 
 
