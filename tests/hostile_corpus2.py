@@ -421,3 +421,9 @@ def _(d):
 
 _drift_case("fuzz-drift-verdict-without-configs",
             lambda doc: ([v.pop("verdicts_by_config") for v in doc["verdicts"]], doc)[1])
+
+
+@case("fuzz-torch-persistent-id-not-a-tuple", "fuzz", MALFORMED)
+def _(d):
+    # torch.load raises AssertionError on it: whatever the reference loader raises is a refusal
+    return ["inspect", str(_torch_zip_with(d, b"\x80\x02K\x01Q."))]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pickle
 import pickletools
-import struct
 import warnings
 import zipfile
 import zlib
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import limits
-from ..errors import MalformedInput, UnsafeInput
+from ..errors import MalformedInput, ProvenanceError, UnsafeInput
 from .base import TensorInfo, TensorSource, confined, read_json_file
 
 INDEX_NAME = "pytorch_model.bin.index.json"
@@ -104,9 +103,10 @@ def _load_weights_only(path: Path) -> dict:
             raise UnsafeInput(f"refused: the pickle imports {', '.join(sorted(set(foreign))[:3])}; nothing was executed", path) from None
         detail = next((l.strip() for l in str(exc).splitlines() if "Unsupported" in l), str(exc).split("\n")[0][:200])
         raise MalformedInput(f"not a loadable PyTorch file: not a weights-only pickle ({detail}); nothing was executed", path) from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError, IndexError, TypeError,
-            AttributeError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError, zlib.error, struct.error,
-            NotImplementedError) as exc:
+    except ProvenanceError:
+        raise
+    except Exception as exc:  # torch.load's own refusal, whatever its type (AssertionError, struct.error, ...):
+        # weights-only loading runs no code, so any exception means the reference loader cannot read the file
         first = str(exc).split("\n")[0][:300]
         raise MalformedInput(f"not a loadable PyTorch file ({type(exc).__name__}: {first})", path) from None
     return _state_dict(obj, path)
