@@ -1,5 +1,5 @@
 """`python -m provenance`: the same command as the `provenance` script."""
-from .cli import entry
+from .interrupt import entry
 
 if __name__ == "__main__":
     entry()

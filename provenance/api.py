@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from . import errors
+from . import errors, limits
 from .atomic import write_json
 from .backends import BACKENDS, Backend, describe_backends, get_backend
 from .drift import compare_reports, run_drift
@@ -111,6 +111,41 @@ def _backend(backend: str | Backend) -> Backend:
     return get_backend(backend) if isinstance(backend, str) else backend
 
 
+def verify_fingerprint(fp: str | Path, model: str | Path, *, backend: str | Backend = "cpu",
+                       trust: str | Path | None = None, progress: bool = False) -> dict:
+    """Does a fingerprint file come from these weights? Recomputes it and compares a sample of layers.
+
+    Args:
+        fp: the fingerprint file.
+        model: the checkpoint it claims to come from.
+        backend: where the recomputation runs.
+        trust: a PEM public key or a folder of them the file must be signed by, or None.
+        progress: show progress on stderr.
+    Returns:
+        {"match", "checks", "layers", "max_distance", "signer"}.
+    """
+    from .fingerprint.verify import require_trusted, signer_of, verify
+    if not is_fingerprint_file(Path(fp)):
+        raise errors.MalformedInput("not a provenance fingerprint file", fp)
+    if trust is not None:
+        require_trusted(fp, trust)
+    result = verify(fp, model, _backend(backend), progress=progress)
+    result["signer"] = signer_of(fp)
+    return result
+
+
+def generate_keys(private: str | Path, public: str | Path) -> str:
+    """Write a new ed25519 key pair for signing fingerprints (the private file is never overwritten).
+
+    Returns:
+        The public key, raw, in hex.
+    """
+    from .fingerprint.signing import generate
+    if Path(private).exists() or Path(private).is_symlink():
+        raise errors.UnsafeInput("refusing to overwrite an existing key file", private)
+    return generate(private, public)
+
+
 def backends() -> BackendsResult:
     """Every backend this program knows, whether this machine offers it, and why not.
 
@@ -156,7 +191,7 @@ def load_or_fingerprint(path: str | Path, backend: str | Backend = "cpu", *, lab
 
 def fingerprint(path: str | Path, output: str | Path | None = None, *, backend: str | Backend = "cpu",
                 label: str | None = None, vocab: Path | None = None, keep_path: bool = False,
-                progress: bool = False) -> FingerprintResult:
+                progress: bool = False, sign_key: str | Path | None = None) -> FingerprintResult:
     """Stream a checkpoint once and compute its portable fingerprint; save it where asked.
 
     Args:
@@ -167,6 +202,7 @@ def fingerprint(path: str | Path, output: str | Path | None = None, *, backend: 
         vocab: tokenizer file for checkpoints that ship none.
         keep_path: record the checkpoint's absolute local path (for private use; off by default).
         progress: show progress on stderr.
+        sign_key: a PEM ed25519 private key to sign the file with (proves who wrote it), or None.
     Returns:
         FingerprintResult with the fingerprint, its document, the backend identity and the input hash.
     """
@@ -176,13 +212,16 @@ def fingerprint(path: str | Path, output: str | Path | None = None, *, backend: 
         if not output.name.endswith(".safetensors"):
             raise ValueError(f"{output}: the output name must end in .safetensors")
         refuse_outputs([output], [path])
+    if sign_key is not None:  # an unusable key is refused before the work, not after it
+        from .fingerprint.signing import load_private_key
+        load_private_key(sign_key)
     engine = _backend(backend)
     extra = {"record_path": True} if keep_path else {}
     fp = fingerprint_model(path, engine, label=label or path.name, progress=progress, vocab_file=vocab, **extra)
     fp.doc.update(stamp(fp.doc, "fingerprint"))
     written = []
     if output is not None:
-        fp.save(output)
+        fp.save(output, sign_key=sign_key)
         written.append(output)
     model = fp.doc.get("model", {})
     return FingerprintResult(fp.doc, identity={engine.name: engine.identity()},
@@ -191,7 +230,7 @@ def fingerprint(path: str | Path, output: str | Path | None = None, *, backend: 
 
 
 def compare(a: str | Path, b: str | Path, *, backend: str | Backend = "cpu", vocab: Path | None = None,
-            report: str | Path | None = None, progress: bool = False) -> CompareResult:
+            report: str | Path | None = None, progress: bool = False, trust: str | Path | None = None) -> CompareResult:
     """Was B derived from A? A verdict with calibrated evidence.
 
     Args:
@@ -200,12 +239,18 @@ def compare(a: str | Path, b: str | Path, *, backend: str | Backend = "cpu", voc
         vocab: tokenizer file for checkpoints that ship none.
         report: directory for a Markdown/HTML report with plots, or None.
         progress: show progress on stderr.
+        trust: a PEM public key or a folder of them: fingerprint files given must be signed by one of them.
     Returns:
         CompareResult: the compare document (verdict, p_value, signals, ...), with `backend` set to the
         identity record of the backend that fingerprinted any checkpoint given directly.
     """
     a, b = Path(a), Path(b)
-    refuse_outputs([report], [p for p in (a, b) if not is_fingerprint_file(p)])
+    refuse_outputs([], [p for p in (a, b) if not is_fingerprint_file(p)], directories=[report])
+    if trust is not None:
+        from .fingerprint.verify import require_trusted
+        for p in (a, b):
+            if is_fingerprint_file(p):
+                require_trusted(p, trust)
     engine = _backend(backend)
     fa = load_or_fingerprint(a, engine, vocab=vocab, progress=progress)
     fb = load_or_fingerprint(b, engine, vocab=vocab, progress=progress)
@@ -236,8 +281,9 @@ def drift(models: Sequence[str | Path] | None = None, *, backends: Sequence[str]
     """
     if models:
         paths, labels = [str(m) for m in models], [Path(m).name for m in models]
-        refuse_outputs([output, report], paths)
+        refuse_outputs([output], paths, directories=[report])
     else:
+        refuse_outputs([output], [], directories=[report])
         built = build_many(DEMO_MODELS)
         paths, labels = [str(built[n]) for n in DEMO_MODELS], list(DEMO_MODELS)
     if len(paths) == 1:
@@ -261,6 +307,8 @@ def read_drift_report(path: str | Path) -> dict:
     if not path.is_file():
         raise errors.InputNotFound("no such drift report", path)
     doc = read_json_file(path)
+    if isinstance(doc, dict) and isinstance(doc.get("rows"), list):  # before the schema walks every row
+        limits.check("rows", len(doc["rows"]), path, "rows in the drift report")
     # reports written before documents named their tool are still read
     problems = [p for p in schema_errors(doc, "drift") if p != "(root): 'tool' is a required property"]
     if problems:
@@ -279,6 +327,7 @@ def drift_compare(reports: Sequence[str | Path], *, output: str | Path | None = 
     Returns:
         DriftCompareResult: per-kernel error ratios, verdict agreement, counts and status (pass, warn, fail).
     """
+    refuse_outputs([output], [], directories=[report])
     docs = [read_drift_report(p) for p in reports]
     doc = stamp(compare_reports(docs, [str(p) for p in reports]), "drift_compare")
     written = _save(doc, output, report, write_drift_comparison)

@@ -121,8 +121,15 @@ def _progress() -> bool:
 
 
 def _say(text: str) -> None:
-    """A line for the person at the terminal, on stderr (stdout may be JSON)."""
-    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+    """A line for the person at the terminal, on stderr (stdout may be JSON); newlines and escape sequences
+    that came from inputs (paths, labels) are shown escaped, so it stays one line."""
+    from .terminal import escape_terminal
+    print(f"{PROG}: {escape_terminal(text)}", file=sys.stderr, flush=True)
+
+
+def _shown(path) -> str:
+    from .terminal import display_path
+    return display_path(path)
 
 
 def _check_failed(why: str) -> int:
@@ -177,7 +184,29 @@ def inspect(model: Path = typer.Argument(..., help="Checkpoint file or directory
     _emit(result.to_json(), as_json, human)
 
 
-@app.command(short_help="Write a checkpoint's portable fingerprint.")
+class _DefaultGroup(TyperGroup):
+    """A group whose first word may be left out: `provenance drift MODEL` is `provenance drift run MODEL`."""
+
+    default_command = "run"
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+fingerprint_app = typer.Typer(cls=_DefaultGroup, rich_markup_mode=None, subcommand_metavar="MODEL -o FP | verify FP MODEL | keygen",
+                              context_settings={"help_option_names": ["-h", "--help"]},
+                              help="`provenance fingerprint MODEL -o FP` writes a fingerprint (short for `fingerprint run`); "
+                                   "`fingerprint verify FP MODEL` checks that a fingerprint comes from those weights; "
+                                   "`fingerprint keygen` makes an ed25519 key pair for --sign.")
+app.add_typer(fingerprint_app, name="fingerprint", short_help="Write, verify or sign a portable fingerprint.")
+SIGN_HELP = ("PEM ed25519 private key to sign the fingerprint with. A signature proves who wrote the file, "
+             "not that the weights it names are the weights it came from (see `fingerprint verify`).")
+TRUST_HELP = "PEM ed25519 public key, or a folder of them: fingerprint files must be signed by one of these keys."
+
+
+@fingerprint_app.command("run", short_help="Write a checkpoint's portable fingerprint (the default).")
 def fingerprint(model: Path = typer.Argument(..., help="Checkpoint file or directory."),
                 output: Path = typer.Option(..., "--output", "-o", help="Fingerprint file to write (.safetensors)."),
                 backend: str = typer.Option("cpu", "--backend", "-b", help="cpu, cuda, npu (or cuda:1 ...)."),
@@ -185,15 +214,44 @@ def fingerprint(model: Path = typer.Argument(..., help="Checkpoint file or direc
                 vocab: Optional[Path] = typer.Option(None, "--vocab", help=VOCAB_HELP),
                 keep_path: bool = typer.Option(False, "--keep-path",
                                                help="Record the model's absolute local path (private use; "
-                                                    "fingerprints meant for sharing leave it out).")):
+                                                    "fingerprints meant for sharing leave it out)."),
+                sign: Optional[Path] = typer.Option(None, "--sign", metavar="KEY", help=SIGN_HELP)):
     """Stream a checkpoint once and write its portable fingerprint, to share or compare later."""
     if not output.name.endswith(".safetensors"):
         raise typer.BadParameter("the output name must end in .safetensors", param_hint="--output")
     result = api.fingerprint(model, output, backend=backend, label=label, vocab=vocab, keep_path=keep_path,
-                             progress=_progress())
+                             progress=_progress(), sign_key=sign)
     fp = result.fingerprint
-    typer.echo(f"fingerprint of {model} ({fp.num_layers} layers, {fp.doc['settings']['n_anchors']} anchors) "
-               f"written to {output}")
+    typer.echo(f"fingerprint of {_shown(model)} ({fp.num_layers} layers, {fp.doc['settings']['n_anchors']} anchors) "
+               f"written to {_shown(output)}{' (signed)' if sign else ''}")
+
+
+@fingerprint_app.command("verify", short_help="Does a fingerprint come from these weights?")
+def fingerprint_verify(fp: Path = typer.Argument(..., metavar="FP", help="Fingerprint file."),
+                       model: Path = typer.Argument(..., help="The checkpoint it claims to come from."),
+                       backend: str = typer.Option("cpu", "--backend", "-b", help="Backend for the recomputation."),
+                       trust: Optional[Path] = typer.Option(None, "--trust", metavar="PUBKEY", help=TRUST_HELP),
+                       as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")):
+    """Recompute the fingerprint from the weights and compare a sample of its layers with the file's; also
+    the files' hashes and shape facts it records. Exits 1 when the file does not match the weights."""
+    result = api.verify_fingerprint(fp, model, backend=backend, trust=trust, progress=_progress())
+
+    def human(r):
+        for c in r["checks"]:
+            typer.echo(f"{c['check']:18} {'ok' if c['ok'] else 'MISMATCH'}  {c['detail']}")
+        typer.echo(f"signed by: {r['signer'] or 'nobody (unsigned)'}")
+        typer.echo(f"fingerprint {'matches' if r['match'] else 'does NOT match'} the weights")
+    _emit(result, as_json, human)
+    if not result["match"]:
+        return _check_failed(f"{_shown(fp)} does not match the weights of {_shown(model)}")
+    return errors.OK
+
+
+@fingerprint_app.command("keygen", short_help="Make an ed25519 key pair for --sign and --trust.")
+def fingerprint_keygen(private: Path = typer.Argument(..., help="Private key file to create (PEM, mode 600; never overwritten)."),
+                       public: Path = typer.Argument(..., help="Public key file to write (PEM), to hand to whoever checks.")):
+    """Create an ed25519 key pair: sign fingerprints with the private key, give others the public key."""
+    typer.echo(f"public key {api.generate_keys(private, public)} written to {_shown(public)}")
 
 
 @app.command(short_help="Was B derived from A? A calibrated verdict.")
@@ -204,9 +262,10 @@ def compare(a: Path = typer.Argument(..., help="Model A: checkpoint or fingerpri
             backend: str = typer.Option("cpu", "--backend", "-b", help="Backend for fingerprinting checkpoints given directly."),
             fail_on: Optional[Verdict] = typer.Option(None, "--fail-on", case_sensitive=False,
                                                       help="Exit 1 when the verdict is this one (for CI gates)."),
-            vocab: Optional[Path] = typer.Option(None, "--vocab", help=VOCAB_HELP)):
+            vocab: Optional[Path] = typer.Option(None, "--vocab", help=VOCAB_HELP),
+            trust: Optional[Path] = typer.Option(None, "--trust", metavar="PUBKEY", help=TRUST_HELP)):
     """Was B derived from A? A verdict with calibrated evidence: derived, independent or inconclusive."""
-    result = api.compare(a, b, backend=backend, vocab=vocab, report=report, progress=_progress())
+    result = api.compare(a, b, backend=backend, vocab=vocab, report=report, progress=_progress(), trust=trust)
 
     def human(r):
         p = "n/a" if r["p_value"] is None else f"{r['p_value']:.3g}"
@@ -224,15 +283,8 @@ def compare(a: Path = typer.Argument(..., help="Model A: checkpoint or fingerpri
     return errors.OK
 
 
-class _DriftGroup(TyperGroup):
+class _DriftGroup(_DefaultGroup):
     """`provenance drift [MODEL...]` runs the measurement; `provenance drift compare ...` compares reports."""
-
-    default_command = "run"
-
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
-        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
-            args = [self.default_command, *args]
-        return super().parse_args(ctx, args)
 
 
 drift_app = typer.Typer(cls=_DriftGroup, rich_markup_mode=None, subcommand_metavar="[MODEL]... | compare REPORT...",
@@ -381,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
+    from .interrupt import install
+    install()
     sys.exit(main())
 
 

@@ -4,12 +4,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from .arch import ModelView
+from . import limits
 from .io import open_source
 from .schemas import SCHEMA_VERSIONS
 
 
 def open_model(path: str | Path) -> ModelView:
-    return ModelView.from_source(open_source(path))
+    view = ModelView.from_source(open_source(path))
+    try:  # before any per-layer loop: a name like layers.1000000000 must not become a billion iterations
+        limits.check("layers", view.num_layers, view.source.root, "layers named by the tensors")
+    except BaseException:
+        view.source.close()
+        raise
+    return view
 
 
 def inspect_model(path: str | Path, *, with_hashes: bool = True) -> dict:

@@ -175,7 +175,7 @@ def run_suite(models: list[str], out: Path, backend_names: list[str] | None = No
     """Every stage of STAGES (then `extra_stages`) over the models; writes the evidence bundle into `out`."""
     out = Path(out)
     stages = {**STAGES, **(extra_stages or {})}
-    refuse_outputs([out], models)
+    refuse_outputs([], models, directories=[out])
     chosen = [get_backend(n) for n in backend_names] if backend_names else available_backends()
     ctx = SuiteContext(models, labels or _labels(models), chosen, out, progress, vocab_file=vocab_file)
     sections = []

@@ -228,7 +228,7 @@ CASES = [
     ("config-lies-layers", _config(json.dumps({"num_hidden_layers": 80})), M, "num_layers=80", "inspect"),
     ("config-lies-heads", _config(json.dumps({"num_attention_heads": 3})), M, "attention heads", "inspect"),
     ("config-invalid-json", _config("{'single': quotes}"), M, "invalid JSON", "inspect"),
-    ("config-huge", _sparse_config, M, "larger than", "inspect"),
+    ("config-huge", _sparse_config, M, "exceeds the limit", "inspect"),
     # pickles
     ("pickle-os-system", _pickle_code, U, "refused", "inspect"),
     ("torch-zip-carrying-code", _torch_zip_code, U, "refused", "inspect"),

@@ -7,6 +7,7 @@ from functools import cached_property
 
 import torch
 
+from ..degenerate import check_shapes
 from ..errors import MalformedInput, Unsupported
 from ..io.base import TensorSource
 from .families import CONFIG_ALIASES, FAMILIES, FUSED, Family
@@ -82,6 +83,7 @@ class ModelView:
         family, roles = detect_family(infos.keys(), source.config)
         unmapped = sorted(n for n in infos if n not in roles)
         view = cls(source, family, roles, unmapped)
+        check_shapes(view)  # a scalar or 3-D block where a matrix belongs: refused before shapes are read
         view.check_config()
         return view
 

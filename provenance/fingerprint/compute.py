@@ -14,6 +14,7 @@ import torch
 from .. import kernels
 from ..anchors import choose_anchors
 from ..arch import ModelView
+from ..degenerate import usable
 from ..errors import MalformedInput, Unsupported
 from ..progress import Progress
 from ..schemas import SCHEMA_VERSIONS, tool_record
@@ -31,6 +32,7 @@ def _finite(t: torch.Tensor, view: ModelView, role: str, layer) -> torch.Tensor:
     name = view.name_of(role, layer) or role
     if t.numel() == 0:
         raise MalformedInput(f"tensor {name!r} is empty", view.source.root)
+    t = usable(t, name, role, view.source.root)  # fp8 upcast; constant, huge or non-finite refused
     if not torch.isfinite(t).all():
         raise MalformedInput(f"tensor {name!r} contains NaN or Inf", view.source.root)
     return t

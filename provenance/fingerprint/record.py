@@ -23,6 +23,7 @@ from safetensors.torch import save
 from ..atomic import write_bytes
 from ..errors import MalformedInput, Unsupported
 from ..schemas import SCHEMA_VERSIONS
+from .integrity import check_loaded, seal
 
 METADATA_KEY = "provenance_fingerprint"
 STORE_DTYPE = torch.float32
@@ -149,10 +150,10 @@ class Fingerprint:
     def model(self) -> dict:
         return self.doc["model"]
 
-    def save(self, path: str | Path) -> None:
-        """Write atomically as safetensors with the document in the metadata."""
-        data = save({k: v.contiguous() for k, v in self.tensors.items()} or {"_empty": torch.zeros(0)},
-                    metadata={METADATA_KEY: json.dumps(self.doc, allow_nan=False)})
+    def save(self, path: str | Path, sign_key: str | Path | None = None) -> None:
+        """Write atomically as safetensors with the document, its digest (and signature) in the metadata."""
+        text, tensors = json.dumps(self.doc, allow_nan=False), {k: v.contiguous() for k, v in self.tensors.items()}
+        data = save(tensors or {"_empty": torch.zeros(0)}, metadata={METADATA_KEY: text, **seal(text, tensors, sign_key)})
         write_bytes(path, data)
 
 
@@ -289,11 +290,9 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
             meta = fh.metadata() or {}
             if METADATA_KEY not in meta:
                 raise MalformedInput("not a provenance fingerprint (no fingerprint metadata)", path)
-            doc = json.loads(meta[METADATA_KEY])
             tensors = {k: fh.get_tensor(k) for k in fh.keys() if k != "_empty"}
     except (ValueError, json.JSONDecodeError) as exc:
         raise MalformedInput(f"fingerprint metadata is not valid JSON ({exc})", path) from None
-    if not isinstance(doc, dict):
-        raise MalformedInput("fingerprint metadata is not a JSON object", path)
+    doc = check_loaded(meta, tensors, path)  # digest, signature, finite JSON object within the limits
     check_schema(doc, tensors, path)
     return Fingerprint(doc, tensors)

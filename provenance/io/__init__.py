@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
-from ..errors import InputNotFound, MalformedInput, Unsupported
+import torch
+
+from .. import limits
+from ..errors import InputNotFound, MalformedInput, ProvenanceError, Unsupported
+from ..terminal import escape_terminal
 from .base import HF_REPO_PREFIXES, HF_SNAPSHOTS, TensorInfo, TensorSource, confined, read_json_file
 from .gguf_reader import open_gguf
 from .onnx_reader import open_onnx
@@ -68,6 +73,58 @@ def detect_format(path: Path) -> str:
     raise Unsupported(f"unknown checkpoint format (suffix {path.suffix!r})", path)
 
 
+SAMPLED_TENSORS = 4  # tensors compared by value when a directory holds two weight formats
+
+
+def other_formats(directory: Path, fmt: str) -> list[str]:
+    """Weight formats besides `fmt` that a model directory also holds (safetensors beside .bin, say)."""
+    names = [p.name for p in directory.iterdir()]
+    return [other for other, (_, suffixes, markers) in FORMATS.items() if other != fmt and other in ("safetensors", "torch")
+            and any(n.endswith(suffixes) or n in markers for n in names)]
+
+
+def compare_formats(source: TensorSource, directory: Path, config: dict) -> None:
+    """When a directory holds two weight formats, record which is read and warn on stderr when they differ
+    (names, shapes, or the values of a sample of tensors): the files a user sees are not all the model read."""
+    others = other_formats(directory, source.format)
+    if not others:
+        return
+    source.metadata["weights_read"] = source.format
+    source.metadata["also_present"] = others
+    for other in others:
+        try:
+            alt = FORMATS[other][0](directory, directory, config)
+        except ProvenanceError as exc:
+            _warn(f"{directory}: reading the {source.format} weights; the {other} weights beside them are unreadable ({exc})")
+            continue
+        try:
+            why = _difference(source, alt)
+        finally:
+            alt.close()
+        if why:
+            _warn(f"{directory}: holds {source.format} and {other} weights that differ ({why}); "
+                  f"reading the {source.format} weights")
+
+
+def _difference(a: TensorSource, b: TensorSource) -> str | None:
+    ia, ib = a.infos(), b.infos()
+    if set(ia) != set(ib):
+        return f"{len(set(ia) ^ set(ib))} tensor names are in one only"
+    names = sorted(ia)
+    for name in names:
+        if ia[name].shape != ib[name].shape:
+            return f"tensor {name!r} has shape {ia[name].shape} against {ib[name].shape}"
+    step = max(1, len(names) // SAMPLED_TENSORS)
+    for name in names[::step][:SAMPLED_TENSORS]:
+        if not torch.equal(a.get(name).float(), b.get(name).float()):
+            return f"tensor {name!r} holds different values"
+    return None
+
+
+def _warn(text: str) -> None:
+    print(f"provenance: warning: {escape_terminal(text)}", file=sys.stderr, flush=True)
+
+
 def load_config(directory: Path) -> dict:
     """config.json beside the weights, if any. Never required: shapes are read from tensors."""
     candidate = directory / "config.json"
@@ -93,8 +150,9 @@ def load_vocab(directory: Path) -> tuple[list[str] | None, Path | None]:
 def read_vocab_file(path: str | Path) -> list[str]:
     """Token strings from a tokenizer file a user names (tokenizer.json, vocab.json or vocab.txt)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputNotFound("no such tokenizer file", path)
+    limits.regular_file(path, "tokenizer file")
     kind = "vocab.txt" if path.suffix == ".txt" else ("tokenizer.json" if path.name.endswith("tokenizer.json") else "vocab.json")
     tokens = _tokens_from(path, kind)
     if not tokens:
@@ -103,7 +161,15 @@ def read_vocab_file(path: str | Path) -> list[str]:
 
 
 def _tokens_from(path: Path, name: str) -> list[str] | None:
+    tokens = _parse_tokens(path, name)
+    if tokens is not None:
+        limits.check("vocab", len(tokens), path, "tokens in the vocabulary")
+    return tokens
+
+
+def _parse_tokens(path: Path, name: str) -> list[str] | None:
     if name == "vocab.txt":
+        limits.regular_file(path, "vocabulary", "document_bytes")
         return path.read_text(encoding="utf-8", errors="replace").splitlines()
     data = read_json_file(path)
     model = data.get("model") if isinstance(data, dict) else None
@@ -112,8 +178,7 @@ def _tokens_from(path: Path, name: str) -> list[str] | None:
         return [str(p[0]) if isinstance(p, list) and p else str(p) for p in mapping]
     if isinstance(mapping, dict) and all(isinstance(v, int) for v in mapping.values()):
         size = max(mapping.values(), default=-1) + 1
-        if size > 10_000_000:
-            raise MalformedInput(f"vocabulary claims {size} ids", path)
+        limits.check("vocab", size, path, "token ids the vocabulary claims")
         tokens = [""] * size
         for token, idx in mapping.items():
             if idx >= 0:
@@ -130,11 +195,18 @@ def open_source(path: str | Path) -> TensorSource:
     if path.is_symlink() and not path.exists():
         raise InputNotFound("dangling symbolic link", path)
     path = resolve_hf_repository(path)
+    if path.is_dir():
+        limits.readable_dir(path)
+    else:
+        limits.regular_file(path, "checkpoint")
     fmt = detect_format(path)
     directory = path if path.is_dir() else path.parent
     config = load_config(directory)
     opener = FORMATS[fmt][0]
     source = opener(path, path, config)
+    limits.check("tensors", len(source.infos()), path, "tensors in the checkpoint")
+    if path.is_dir():
+        compare_formats(source, path, config)
     if config:
         source.side_files.append(directory / "config.json")
     if source.format == "gguf":

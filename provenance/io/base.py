@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
+from .. import limits
 from ..errors import InputNotFound, MalformedInput, UnsafeInput
 
 HASH_CHUNK = 1 << 20
-MAX_JSON_BYTES = 64 << 20  # config and index files are small; a huge one is hostile
 
 
 @dataclass(frozen=True)
@@ -69,17 +69,31 @@ def confined(root: Path, relative: str, *, what: str = "file") -> Path:
         raise UnsafeInput(f"{what} {relative!r} resolves outside {where}", root)
     if not resolved.exists():
         raise InputNotFound(f"{what} {relative!r} is missing", root)
+    if what != "snapshot":  # every other named thing is a file: no FIFO, device, directory (a shard named ".")
+        limits.regular_file(candidate, f"{what} {relative!r}")
     return candidate
 
 
 def read_json_file(path: Path) -> Any:
-    size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise MalformedInput(f"JSON file is {size} bytes, larger than the {MAX_JSON_BYTES} allowed", path)
+    """A JSON document from a regular file no larger than the document_bytes limit, duplicate keys refused."""
+    limits.regular_file(path, "JSON document", "document_bytes")
     try:
-        return json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        return json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
+                          parse_float=_finite_float, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
         raise MalformedInput(f"invalid JSON ({exc})", path) from None
+
+
+def _finite_float(text: str) -> float:
+    """JSON numbers the program reads are finite: 1e999 would parse to inf and pass a type check."""
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:30]} is out of range")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _no_duplicate_keys(pairs):

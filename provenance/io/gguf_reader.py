@@ -1,13 +1,19 @@
 """GGUF (llama.cpp) files through the `gguf` package, dequantized one tensor at a time."""
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import limits
 from ..errors import MalformedInput, Unsupported
 from .base import TensorInfo, TensorSource
+
+# GGUF value type -> byte size of a fixed-size scalar (8: string, 9: array are walked)
+_GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
 
 # GGUF metadata key suffix -> HF config key, so the rest of the code sees one vocabulary of facts
 CONFIG_KEYS = {
@@ -38,6 +44,70 @@ def _field(reader, key):
         return None
 
 
+def _check_header(path: Path) -> None:
+    """Walk a GGUF header's counts before the gguf package parses it: tensor count, metadata entries and
+    every array's length (a token list of millions of strings) against the limits, with nothing built."""
+    size = limits.regular_file(path, "GGUF file")
+    with open(path, "rb") as fh:
+        def read(n: int) -> bytes:
+            data = fh.read(n)
+            if len(data) < n:
+                raise MalformedInput("GGUF header is truncated")
+            return data
+
+        def u32() -> int:
+            return struct.unpack("<I", read(4))[0]
+
+        def u64() -> int:
+            return struct.unpack("<Q", read(8))[0]
+
+        def skip_string() -> None:
+            n = u64()
+            if fh.tell() + n > size:
+                raise MalformedInput(f"GGUF string of {n} bytes runs past the end of the file")
+            fh.seek(n, 1)
+
+        if read(4) != b"GGUF":
+            raise MalformedInput("not a GGUF file (bad magic)")
+        version = u32()
+        if version not in (2, 3):
+            raise MalformedInput(f"GGUF version {version} is not 2 or 3")
+        limits.check("tensors", u64(), None, "tensors the GGUF header claims")
+        n_kv = u64()
+        limits.check("gguf_kv", n_kv, None, "metadata entries the GGUF header claims")
+        for _ in range(n_kv):
+            skip_string()
+            kind = u32()
+            if kind == _GGUF_ARRAY:
+                item, count = u32(), u64()
+                limits.check("vocab", count, None, "items in a GGUF metadata array")
+                if item == _GGUF_STRING:
+                    for _ in range(count):
+                        skip_string()
+                elif item in _GGUF_SCALAR_SIZES:
+                    fh.seek(count * _GGUF_SCALAR_SIZES[item], 1)
+                else:
+                    raise MalformedInput(f"GGUF metadata array of unknown type {item}")
+            elif kind == _GGUF_STRING:
+                skip_string()
+            elif kind in _GGUF_SCALAR_SIZES:
+                fh.seek(_GGUF_SCALAR_SIZES[kind], 1)
+            else:
+                raise MalformedInput(f"GGUF metadata value of unknown type {kind}")
+            if fh.tell() > size:
+                raise MalformedInput("GGUF metadata runs past the end of the file")
+
+
+def check_header(path: Path) -> None:
+    """_check_header, its refusals worded as every other unreadable GGUF file."""
+    try:
+        _check_header(path)
+    except MalformedInput as exc:
+        if exc.path is not None:  # the file itself is not a regular file: that message stands
+            raise
+        raise MalformedInput(f"not a readable GGUF file ({exc})", path) from None
+
+
 def unpermute_rope_rows(w: torch.Tensor, n_head: int) -> torch.Tensor:
     """Undo llama.cpp's interleaving of rotary halves so rows line up with the HF layout."""
     rows, cols = w.shape
@@ -55,6 +125,7 @@ class GGUFSource(TensorSource):
         except ImportError:
             raise Unsupported("reading GGUF needs the gguf package: pip install 'provenance-verifier[gguf]'", path) from None
         self._gguf = gguf
+        check_header(path)
         try:
             self._reader = gguf.GGUFReader(str(path), "r")
             tensors = list(self._reader.tensors)

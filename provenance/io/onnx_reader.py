@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import limits
 from ..errors import MalformedInput, Unsupported
 from .base import TensorInfo, TensorSource, confined
 
@@ -44,7 +45,10 @@ class ONNXSource(TensorSource):
         except Exception as exc:
             raise MalformedInput(f"not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]})", path) from None
         self._base = path.parent
+        limits.check("onnx_nodes", len(model.graph.node), path, "nodes in the ONNX graph")
+        limits.check("tensors", len(model.graph.initializer), path, "initializers in the ONNX graph")
         _require_text_names(model.graph, path)
+        _require_single_assignment(model.graph, path)
         files = [path]
         self._init = {}
         for t in model.graph.initializer:
@@ -135,6 +139,21 @@ def _require_text_names(graph, path: Path) -> None:
         names += [e.key for e in t.external_data] + [e.value for e in t.external_data]
     if any(not isinstance(n, str) for n in names):
         raise MalformedInput("graph holds a name that is not valid UTF-8", path)
+
+
+def _require_single_assignment(graph, path: Path) -> None:
+    """ONNX graphs assign each value once; a name produced twice (thousands of MatMuls writing one output)
+    is malformed, and would make the bias lookup quadratic."""
+    produced = {t.name for t in graph.initializer} | {i.name for i in graph.input}
+    for node in graph.node:
+        if not node.output or not node.output[0]:
+            raise MalformedInput(f"{node.op_type or 'a'} node produces no value", path)
+        for name in node.output:
+            if not name:
+                continue
+            if name in produced:
+                raise MalformedInput(f"value {name!r} is produced twice in the graph", path)
+            produced.add(name)
 
 
 def _type_name(data_type: int) -> str:

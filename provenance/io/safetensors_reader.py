@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from .. import limits
 from ..errors import MalformedInput, Unsupported
 from .base import TensorInfo, TensorSource, _no_duplicate_keys, confined, read_json_file
 
@@ -20,23 +21,23 @@ DTYPE_SIZES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
     "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
 }
-MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit
 INDEX_NAME = "model.safetensors.index.json"
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict]:
     """Parse and validate one file's header: every tensor's bytes lie inside the file, once."""
-    size = path.stat().st_size
+    size = limits.regular_file(path, "safetensors file")
     with open(path, "rb") as fh:
         prefix = fh.read(8)
         if len(prefix) < 8:
             raise MalformedInput("file is shorter than the 8-byte safetensors header length", path)
         (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > MAX_HEADER_BYTES:
-            raise MalformedInput(f"header length {header_len} exceeds the {MAX_HEADER_BYTES}-byte limit", path)
+        limits.check("header_bytes", header_len, path, "safetensors header length")
         if 8 + header_len > size:
             raise MalformedInput(f"header length {header_len} runs past the end of the {size}-byte file", path)
         raw = fh.read(header_len)
+    # count entries before parsing, so a header of a million tiny tensors is refused without building them
+    limits.check("tensors", raw.count(b'"data_offsets"'), path, "tensors in the safetensors header")
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -129,6 +130,7 @@ def open_safetensors(path: Path, root: Path, config: dict | None) -> Safetensors
         if index.exists():
             return _open_index(confined(path, INDEX_NAME, what="index"), path, config)
         files = sorted(p for p in path.glob("*.safetensors"))
+        limits.check("shards", len(files), path, "safetensors files in the directory")
         if not files:
             raise Unsupported("directory holds no .safetensors file", path)
         return SafetensorsSource(path, [confined(path, f.name) for f in files], config)
@@ -142,6 +144,9 @@ def _open_index(index: Path, root: Path, config: dict | None) -> SafetensorsSour
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise MalformedInput("index has no weight_map object", index)
+    limits.check("tensors", len(weight_map), index, "tensors named by the index")
+    limits.check("shards", len({v for v in weight_map.values() if isinstance(v, str)}), index,
+                 "shard files named by the index")
     shards: dict[str, Path] = {}
     resolved_map = {}
     for name, shard in weight_map.items():

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import pickle
 import pickletools
+import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import torch
 
-from ..errors import MalformedInput, UnsafeInput
+from .. import limits
+from ..errors import MalformedInput, ProvenanceError, UnsafeInput
 from .base import TensorInfo, TensorSource, confined, read_json_file
 
 INDEX_NAME = "pytorch_model.bin.index.json"
@@ -26,24 +29,53 @@ TENSOR_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode",
                           "numpy.dtype", "numpy.ndarray", "builtins.set", "builtins.frozenset")
 
 
+def _zip_records(path: Path) -> list[zipfile.ZipInfo] | None:
+    """The records of a torch zip checkpoint (None for a legacy pickle file), each checked against a zip bomb."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as zf:
+        records = zf.infolist()
+    ratio = limits.limit("zip_ratio")
+    for r in records:
+        if r.compress_type != zipfile.ZIP_STORED and r.file_size > max(r.compress_size, 1) * ratio:
+            raise MalformedInput(f"zip record {r.filename!r} expands {r.file_size} bytes from {r.compress_size}: "
+                                 f"a decompression bomb (ratio limit {ratio}, PROVENANCE_MAX_ZIP_RATIO)", path)
+    return records
+
+
+def _bounded_read(zf: zipfile.ZipFile, name: str, path: Path) -> bytes:
+    """One record, decompressed up to the pickle_bytes limit and no further."""
+    bound = limits.limit("pickle_bytes")
+    with zf.open(name) as fh:
+        data = fh.read(bound + 1)
+    if len(data) > bound:
+        raise MalformedInput(f"pickle record {name!r} exceeds {bound} bytes (PROVENANCE_MAX_PICKLE_BYTES)", path)
+    return data
+
+
 def _pickle_streams(path: Path) -> list[bytes]:
-    """The pickle bytes of a legacy file or of a torch zip's data.pkl, read without unpickling."""
+    """The pickle bytes of a legacy file or of a torch zip's data.pkl, read without unpickling, bounded."""
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
-                return [zf.read(n) for n in zf.namelist() if n.endswith(".pkl")]
-        return [path.read_bytes()[: 64 << 20]]
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError):
+                return [_bounded_read(zf, n, path) for n in zf.namelist() if n.endswith(".pkl")]
+        with open(path, "rb") as fh:
+            return [fh.read(limits.limit("pickle_bytes"))]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError, zlib.error):
         return []  # unreadable archive: nothing to classify, the load error stands
 
 
 def foreign_globals(path: Path) -> list[str]:
-    """Globals a pickle would import beyond tensors, found by parsing its opcodes (nothing runs)."""
+    """Globals a pickle would import beyond tensors, found by parsing its opcodes (nothing runs), at most
+    pickle_ops opcodes per stream."""
     found = []
+    bound = limits.limit("pickle_ops")
     for stream in _pickle_streams(path):
         strings: list[str] = []
         try:
-            for op, arg, _ in pickletools.genops(stream):
+            for count, (op, arg, _) in enumerate(pickletools.genops(stream)):
+                if count >= bound:
+                    break
                 if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
                     strings.append(str(arg))
                 elif op.name in ("GLOBAL", "INST"):
@@ -56,21 +88,25 @@ def foreign_globals(path: Path) -> list[str]:
 
 
 def _load_weights_only(path: Path) -> dict:
+    limits.regular_file(path, "checkpoint")
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+        records = _zip_records(path)
+        # torch maps a zip's records raw under mmap=True: right for stored records, garbage for deflated ones,
+        # which are read (and decompressed) the way torch.load reads them without mmap
+        stored = records is not None and all(r.compress_type == zipfile.ZIP_STORED for r in records)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=stored)
     except pickle.UnpicklingError as exc:
         foreign = foreign_globals(path)
         if foreign:
             raise UnsafeInput(f"refused: the pickle imports {', '.join(sorted(set(foreign))[:3])}; nothing was executed", path) from None
         detail = next((l.strip() for l in str(exc).splitlines() if "Unsupported" in l), str(exc).split("\n")[0][:200])
         raise MalformedInput(f"not a loadable PyTorch file: not a weights-only pickle ({detail}); nothing was executed", path) from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError, IndexError, TypeError,
-            AttributeError, UnicodeDecodeError, OverflowError, MemoryError) as exc:
+    except ProvenanceError:
+        raise
+    except Exception as exc:  # torch.load's own refusal, whatever its type (AssertionError, struct.error, ...):
+        # weights-only loading runs no code, so any exception means the reference loader cannot read the file
         first = str(exc).split("\n")[0][:300]
         raise MalformedInput(f"not a loadable PyTorch file ({type(exc).__name__}: {first})", path) from None
     return _state_dict(obj, path)
@@ -85,19 +121,33 @@ def _state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict):
         raise MalformedInput(f"holds a {type(obj).__name__}, not a state dict of tensors", path)
     flat: dict[str, torch.Tensor] = {}
-
-    def walk(prefix: str, node) -> None:
+    visited: set[int] = set()  # a dict reached twice (a DAG or a cycle in the pickle) is walked once
+    stack = [("", obj)]
+    while stack:
+        prefix, node = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        limits.check("tensors", len(flat) + len(node), path, "tensors and nested entries in the state dict")
         for key, value in node.items():
             name = f"{prefix}{key}"
             if isinstance(value, torch.Tensor):
+                _check_layout(name, value, path)
                 flat[name] = value
             elif isinstance(value, dict):
-                walk(name + ".", value)
-
-    walk("", obj)
+                stack.append((name + ".", value))
     if not flat:
         raise MalformedInput("holds no tensors", path)
     return flat
+
+
+def _check_layout(name: str, t: torch.Tensor, path: Path) -> None:
+    """Stored weights have a real element behind every index: a zero stride (an expanded view) or a
+    non-floating, non-integer dtype is not a weight matrix."""
+    if t.is_sparse or t.layout != torch.strided:
+        raise MalformedInput(f"tensor {name!r} has layout {t.layout}, not dense stored weights", path)
+    if any(st == 0 and n > 1 for st, n in zip(t.stride(), t.shape)):
+        raise MalformedInput(f"tensor {name!r} has a zero stride (an expanded view, not stored weights)", path)
 
 
 class TorchSource(TensorSource):
@@ -133,11 +183,14 @@ def open_torch(path: Path, root: Path, config: dict | None) -> TorchSource:
             weight_map = data.get("weight_map") if isinstance(data, dict) else None
             if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
                 raise MalformedInput("index has no valid weight_map", index)
+            limits.check("tensors", len(weight_map), index, "tensors named by the index")
+            limits.check("shards", len(set(weight_map.values())), index, "shard files named by the index")
             files = sorted({confined(path, shard, what="shard") for shard in weight_map.values()})
             source = TorchSource(path, files, config)
             source.side_files.append(index)
             return source
         else:
             files = sorted(confined(path, p.name) for p in path.iterdir() if p.suffix in SUFFIXES)
+            limits.check("shards", len(files), path, "PyTorch files in the directory")
         return TorchSource(path, files, config)
     return TorchSource(root, [path], config)

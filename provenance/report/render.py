@@ -90,10 +90,17 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _md_escape(text: str) -> str:
+    """Text from inputs (labels, paths, token strings) inert in Markdown: no raw HTML (Markdown passes
+    <script> and <img> through to the page), no link, image or code syntax, no table cell break, one line."""
+    text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", str(text))  # a tag can start only so ("p < 1e-12" stays)
+    return re.sub(r"([\\`\[\]|])", r"\\\1", text).replace("\n", " ").replace("\r", " ")
+
+
 def _md_cell(value) -> str:
     if isinstance(value, Link):
-        return f"[{value.text}]({value.target.replace('{ext}', 'md')})"
-    return _cell(value).replace("|", "\\|").replace("\n", " ")
+        return f"[{_md_escape(value.text)}]({value.target.replace('{ext}', 'md')})"
+    return _md_escape(_cell(value))
 
 
 def _html_cell(value) -> str:
@@ -103,23 +110,33 @@ def _html_cell(value) -> str:
 
 
 def _md_links(text: str) -> str:
-    return text.replace("{ext}", "md")
+    """Prose with the reports' own relative links kept as links and everything else escaped (no raw HTML,
+    no link to a scheme or an absolute path)."""
+    out, pos = [], 0
+    for m in re.finditer(r"\[([^\]\n]*)\]\(([^)\s]*)\)", text):
+        if not re.fullmatch(SAFE_TARGET, m.group(2)):
+            continue
+        out.append(_md_escape(text[pos:m.start()]))
+        out.append(f"[{_md_escape(m.group(1))}]({m.group(2).replace('{ext}', 'md')})")
+        pos = m.end()
+    out.append(_md_escape(text[pos:]))
+    return "".join(out)
 
 
 def _md_table(headers, rows) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out = ["| " + " | ".join(_md_escape(h) for h in headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
     return out + [""]
 
 
 def to_markdown(title: str, sections: list[Section]) -> str:
-    out = [f"# {title}", ""]
+    out = [f"# {_md_escape(title)}", ""]
     for s in sections:
-        out += [f"## {s.title}", ""]
+        out += [f"## {_md_escape(s.title)}", ""]
         if s.text:
             out += [_md_links(s.text), ""]
         for term, text in s.items:
-            out += [f"- **{term}**: {_md_links(text)}"]
+            out += [f"- **{_md_escape(term)}**: {_md_links(text)}"]
         if s.items:
             out.append("")
         if s.headers:
@@ -129,7 +146,7 @@ def to_markdown(title: str, sections: list[Section]) -> str:
             out += _md_table(s.folded.headers, s.folded.rows)
             out += ["</details>", ""]
         for f in s.figures:
-            out += [f"![{f.alt or f.caption}](figures/{f.name}.png)", "", f"*{f.caption}*", ""]
+            out += [f"![{_md_escape(f.alt or f.caption)}](figures/{f.name}.png)", "", f"*{_md_escape(f.caption)}*", ""]
     return "\n".join(out)
 
 
