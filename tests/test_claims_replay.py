@@ -182,10 +182,12 @@ def test_one_edited_tensor_is_caught_even_when_the_overall_distance_is_small(dem
     honest = calibrate_and_judge(seg, "fp32", modes=("fp32-reordered",))
     name = "model.layers.2.self_attn.k_proj.bias"
     row = honest["per_tensor"][name]
-    # move that one tensor by 30 of its own envelopes: inside the model-wide acceptance
+    # move that one tensor by 30 of its own envelopes: diluted in the model-wide distance
     delta = torch.randn(seg.end[name].shape, generator=torch.Generator().manual_seed(0))
     seg.end[name] = seg.end[name] + delta * (30 * row["envelope"] / float(delta.norm()))
     edited = calibrate_and_judge(seg, "fp32", modes=("fp32-reordered",))
-    assert edited["ratio"] <= SLACK and edited["per_tensor"][name]["ratio"] > 25
+    # the edit barely moves the model-wide distance (here 0.5 -> under 2 envelopes on AVX-512, about 4 on AVX2),
+    # so a check on that distance alone would be weak; the per-tensor rule sees 30 envelopes
+    assert edited["per_tensor"][name]["ratio"] > 25 and edited["ratio"] < edited["per_tensor"][name]["ratio"] / 5
     check = judge(edited)
     assert check.result == "contradicts" and check.strength == "strong" and name in check.detail
