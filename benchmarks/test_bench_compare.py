@@ -13,26 +13,16 @@ import statistics
 import time
 
 import pytest
-import torch
 
 from provenance.lineage import compare_fingerprints
 from provenance.lineage.signals import sigma_curve_correlations
 
+from .conftest import THREADS
 from .synthetic import synthetic_fingerprint
 
-# A comparison is many small-matrix products and solves: one thread is the fastest, and on a shared 2-core
-# machine two threads oversubscribe the cores (the 48-layer compare measured 0.6-0.9 s on 1 thread, 7-30 s on 2).
-THREADS = 1
 RATIO_LIMIT = 100  # compare / product baseline: about 10 measured on a 2-core x86-64 machine, under load or not
 ROUNDS = 5
 
-
-@pytest.fixture(scope="module", autouse=True)
-def pinned_threads():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")

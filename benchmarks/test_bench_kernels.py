@@ -15,15 +15,7 @@ from provenance.zoo import build
 BACKENDS = {b.name: b for b in available_backends()}
 # The kernels run on one zoo layer (small matrices): one thread is fastest and keeps a shared 2-core machine
 # from oversubscribing; fp32 and its float64 baseline run on the same count, so their ratio is fair.
-THREADS = 1
 
-
-@pytest.fixture(scope="module", autouse=True)
-def pinned_threads():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from ..errors import BackendUnavailable, MalformedInput
+from ..zoo.build import torch_threads
 from .checks import Check
 from .hfmodel import LinearMode, build_model
 from .segment import Segment, load_segment, tensor_norm
@@ -88,7 +89,7 @@ def replay(seg: Segment, mode: str = "fp32", progress: Callable[[str], None] | N
                         "exp_avg_sq": seg.exp_avg_sq[name].clone()}
     with contextlib.ExitStack() as stack:
         if spec.threads:
-            stack.enter_context(_threads(1 if torch.get_num_threads() > 1 else 2))
+            stack.enter_context(torch_threads(1 if torch.get_num_threads() > 1 else 2))
         if spec.bits is not None or spec.reorder:
             stack.enter_context(LinearMode(spec.bits, spec.reorder))
         for k in range(seg.batches.shape[0]):
@@ -108,14 +109,6 @@ def replay(seg: Segment, mode: str = "fp32", progress: Callable[[str], None] | N
     return {n: p.detach().float().clone() for n, p in params.items() if n in seg.start}
 
 
-@contextlib.contextmanager
-def _threads(n: int):
-    saved = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def cpu_capability() -> str:

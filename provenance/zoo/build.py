@@ -154,7 +154,8 @@ def cache_root() -> Path:
 
 
 @contextlib.contextmanager
-def _threads(n: int):
+def torch_threads(n: int):
+    """torch on `n` intra-op threads inside the block (the thread count changes reduction order, hence bits)."""
     saved = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -220,7 +221,7 @@ def build(name: str, root: Path | None = None) -> Path:
     if (path / "model.safetensors").exists():
         return path
     root.mkdir(parents=True, exist_ok=True)
-    with _threads(TRAIN_THREADS), torch.no_grad():
+    with torch_threads(TRAIN_THREADS), torch.no_grad():
         if transform is None:
             with torch.enable_grad():
                 state, cfg, vocab = _train_base(seed)
