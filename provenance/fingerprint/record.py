@@ -154,7 +154,20 @@ class Fingerprint:
         """Write atomically as safetensors with the document, its digest (and signature) in the metadata."""
         text, tensors = json.dumps(self.doc, allow_nan=False), {k: v.contiguous() for k, v in self.tensors.items()}
         data = save(tensors or {"_empty": torch.zeros(0)}, metadata={METADATA_KEY: text, **seal(text, tensors, sign_key)})
-        write_bytes(path, data)
+        write_bytes(path, _canonical_header(data))
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """The same safetensors bytes with the header's keys sorted.
+
+    safetensors serializes its metadata map in no fixed order, so one fingerprint could be written as
+    different bytes; sorted keys make equal content equal files (the tensor data is untouched).
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the header is padded to an 8-byte boundary, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
 
 
 def is_fingerprint_file(path: Path) -> bool:
