@@ -1,7 +1,7 @@
 import torch
 
 from provenance.zoo import build_many, parse_name
-from provenance.zoo.build import TRAIN_THREADS, _threads
+from provenance.zoo.build import TRAIN_THREADS, torch_threads
 from provenance.zoo.corpus import Vocab, corpus_text
 from provenance.zoo.tiny import BASE_CONFIG, init_state, train
 
@@ -10,7 +10,7 @@ def test_training_is_bit_identical_run_to_run():
     data = Vocab.bytes_only().encode(corpus_text("base")[:50_000])
     runs = []
     for _ in range(2):
-        with _threads(TRAIN_THREADS):
+        with torch_threads(TRAIN_THREADS):
             state = init_state(BASE_CONFIG, torch.Generator().manual_seed(3))
             runs.append(train(state, BASE_CONFIG, data, steps=30, lr=3e-3, seed=9))
     for name in runs[0]:
