@@ -114,6 +114,9 @@ def _global(debug: bool = typer.Option(False, "--debug", help="Show a traceback 
             version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                          help="Print the distribution name and version, then exit.")):
     STATE["debug"], STATE["quiet"] = debug, quiet
+    # A command is about to run: load the library now, in one piece. Left lazy, its first touch could come from
+    # inside another import (torch inspects loaded modules while it imports) and find a half-initialized package.
+    api.DTYPE_NAMES
 
 
 def _progress() -> bool:
