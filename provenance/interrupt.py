@@ -32,5 +32,9 @@ def install() -> None:
 def entry() -> None:
     """The `provenance` script: install the handler, then run the command line."""
     install()
-    from .cli import entry as cli_entry
-    cli_entry()
+    from .cli import main
+    code = main()
+    # The command has finished and written what it writes: a Ctrl-C now changes nothing. Python restores the
+    # default disposition while it shuts down, which would end the process by the signal instead of its code.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise SystemExit(code)
