@@ -286,11 +286,7 @@ def compare(a: Path = typer.Argument(..., help="Model A: checkpoint or fingerpri
     return errors.OK
 
 
-class _DriftGroup(_DefaultGroup):
-    """`provenance drift [MODEL...]` runs the measurement; `provenance drift compare ...` compares reports."""
-
-
-drift_app = typer.Typer(cls=_DriftGroup, rich_markup_mode=None, subcommand_metavar="[MODEL]... | compare REPORT...",
+drift_app = typer.Typer(cls=_DefaultGroup, rich_markup_mode=None, subcommand_metavar="[MODEL]... | compare REPORT...",
                         context_settings={"help_option_names": ["-h", "--help"]},
                         help="Kernel drift against a float64 golden run. `provenance drift [MODEL...]` is short for "
                              "`provenance drift run [MODEL...]`; `provenance drift compare R1.json R2.json ...` "
