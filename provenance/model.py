@@ -21,8 +21,7 @@ def open_model(path: str | Path) -> ModelView:
 
 def inspect_model(path: str | Path, *, with_hashes: bool = True) -> dict:
     """Family and shape facts, roles and unmapped tensors, from headers alone."""
-    view = open_model(path)
-    try:
+    with open_model(path) as view:
         source = view.source
         out = {
             "schema_version": SCHEMA_VERSIONS["inspect"],
@@ -36,8 +35,6 @@ def inspect_model(path: str | Path, *, with_hashes: bool = True) -> dict:
             "unmapped": view.unmapped,
             "has_vocab": source.vocab_tokens is not None,
         }
-    finally:
-        source.close()
     return out
 
 

@@ -172,3 +172,12 @@ def test_safetensors_dtypes_read_exactly(tmp_path, base_state, dtype, name):
     with open_source(tmp_path) as src:
         got = src.get("model.layers.0.mlp.up_proj.weight")
         assert got.dtype == dtype and torch.equal(got.view(torch.uint8), state["model.layers.0.mlp.up_proj.weight"].view(torch.uint8))
+
+
+def test_model_view_is_a_context_manager_that_releases_its_files(base_dir):
+    from provenance.model import open_model
+    with open_model(base_dir) as view:
+        name = next(iter(view.source.infos()))
+        view.source.get(name)
+        assert view.source._handles, "reading a tensor opens its shard"
+    assert not view.source._handles, "leaving the block releases every open shard"

@@ -87,6 +87,16 @@ class ModelView:
         view.check_config()
         return view
 
+    def close(self) -> None:
+        """Release the source's open files and maps (the view is unusable afterwards)."""
+        self.source.close()
+
+    def __enter__(self) -> "ModelView":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # --- lookup -------------------------------------------------------------
     @cached_property
     def _index(self) -> dict[tuple, str]:

@@ -2,6 +2,7 @@
 and the effect of that drift on every lineage verdict."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import statistics
@@ -215,11 +216,27 @@ def _input_record(label: str, view) -> dict:
 
 def run_drift(models: list[str], labels: list[str], backend_names: list[str] | None, dtype_names: list[str],
               progress: bool = True) -> dict:
+    """Measure every kernel on every backend x dtype x mode against the float64 golden, and each verdict's effects.
+
+    Args:
+        models: model paths (at least one; pairs among them get verdict rows).
+        labels: one label per model, used in the report.
+        backend_names: backends to measure (default: every available one).
+        dtype_names: dtypes to measure, keys of DTYPES.
+        progress: show progress on stderr.
+    Returns:
+        The drift report document (docs/SCHEMAS.md). The models are closed on return.
+    """
     backends = [get_backend(n) for n in backend_names] if backend_names else available_backends()
     unknown = [d for d in dtype_names if d not in DTYPES]
     if unknown:
         raise Unsupported(f"unknown dtype {unknown[0]!r}; choose from {', '.join(DTYPES)}")
-    views = {l: open_model(m) for l, m in zip(labels, models)}
+    with contextlib.ExitStack() as stack:
+        views = {l: stack.enter_context(open_model(m)) for l, m in zip(labels, models)}
+        return _run(views, labels, backends, dtype_names, progress)
+
+
+def _run(views: dict, labels: list[str], backends: list, dtype_names: list[str], progress: bool) -> dict:
     first, second = kernel_pair(views)
     inputs = kernel_inputs(views[first], views[second])
     cfgs = configs(backends, dtype_names)

@@ -250,8 +250,5 @@ def _body_basis(view, weight, hidden) -> torch.Tensor:
 def fingerprint_model(path, backend, **kwargs) -> Fingerprint:
     """Open a model (any supported format) and fingerprint it; keyword arguments as fingerprint_view."""
     from ..model import open_model
-    view = open_model(path)
-    try:
+    with open_model(path) as view:
         return fingerprint_view(view, backend, **kwargs)
-    finally:
-        view.source.close()
