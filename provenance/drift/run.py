@@ -233,10 +233,10 @@ def run_drift(models: list[str], labels: list[str], backend_names: list[str] | N
         raise Unsupported(f"unknown dtype {unknown[0]!r}; choose from {', '.join(DTYPES)}")
     with contextlib.ExitStack() as stack:
         views = {l: stack.enter_context(open_model(m)) for l, m in zip(labels, models)}
-        return _run(views, labels, backends, dtype_names, progress)
+        return _measure_all(views, labels, backends, dtype_names, progress)
 
 
-def _run(views: dict, labels: list[str], backends: list, dtype_names: list[str], progress: bool) -> dict:
+def _measure_all(views: dict, labels: list[str], backends: list, dtype_names: list[str], progress: bool) -> dict:
     first, second = kernel_pair(views)
     inputs = kernel_inputs(views[first], views[second])
     cfgs = configs(backends, dtype_names)
