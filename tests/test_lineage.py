@@ -96,6 +96,23 @@ def test_unbiased_cka_is_invariant_to_rotation_and_scale():
     assert abs(float(kernels.unbiased_cka(k1, kernels.gram(y)))) < 0.2
 
 
+def test_batched_cka_is_the_textbook_estimator_for_every_pair():
+    """The verdict's batched CKA (every layer pair in one product) against the unbiased HSIC written out with
+    explicit diagonal removal, pair by pair, in numpy (the AWM baseline's implementation)."""
+    from benchmarks.lineage_zoo import unbiased_cka as reference
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(40, 12, generator=g, dtype=torch.float64) for _ in range(3)]
+    ys = [xs[0] @ torch.randn(12, 12, generator=g, dtype=torch.float64) + 0.5 * torch.randn(40, 12, generator=g, dtype=torch.float64),
+          torch.randn(40, 12, generator=g, dtype=torch.float64)]
+    batched = kernels.cka_matrix(torch.stack([kernels.gram(x) for x in xs]), torch.stack([kernels.gram(y) for y in ys]))
+    assert batched.shape == (3, 2)
+    for i, x in enumerate(xs):
+        for j, y in enumerate(ys):
+            assert float(batched[i, j]) == pytest.approx(reference(x.numpy(), y.numpy()), abs=1e-12)
+            assert float(kernels.unbiased_cka(kernels.gram(x), kernels.gram(y))) == pytest.approx(float(batched[i, j]), abs=1e-12)
+    assert float(batched[0, 0]) > 0.5 > abs(float(batched[1, 1]))
+
+
 def test_assignment_recovers_a_permutation():
     g = torch.Generator().manual_seed(1)
     a = kernels.standardize_rows(torch.randn(50, 30, generator=g, dtype=torch.float64))

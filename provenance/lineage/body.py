@@ -81,18 +81,27 @@ class BodyView:
         return kinds.pop() if len(kinds) == 1 else None
 
 
-def _parts(a, b, s: torch.Tensor):
-    """(sum of signed-part cosines, sum of paired-part cosines or None) of A's rows against B's rows mapped by S."""
-    (sa, pa), (sb, pb) = a, b
-    signed = torch.cat(sa, dim=1) @ torch.cat([y @ s.T for y in sb], dim=1).T
-    paired = torch.cat(pa, dim=1) @ torch.cat([y @ s.T for y in pb], dim=1).T if pa else None
+def _mapped(b, s: torch.Tensor):
+    """B's parts mapped by S into A's coordinates, each part's rows concatenated along the columns."""
+    sb, pb = b
+    return torch.cat([y @ s.T for y in sb], dim=1), (torch.cat([y @ s.T for y in pb], dim=1) if pb else None)
+
+
+def _parts(a, b, s: torch.Tensor | None, mapped=None):
+    """(sum of signed-part cosines, sum of paired-part cosines or None) of A's rows against B's rows mapped by S
+    (or against `mapped`, B already mapped by _mapped)."""
+    sa, pa = a
+    mb_signed, mb_paired = mapped if mapped is not None else _mapped(b, s)
+    signed = torch.cat(sa, dim=1) @ mb_signed.T
+    paired = torch.cat(pa, dim=1) @ mb_paired.T if pa else None
     return signed, paired
 
 
-def similarity(a, b, s: torch.Tensor) -> torch.Tensor:
+def similarity(a, b, s: torch.Tensor | None, mapped=None) -> torch.Tensor:
     """Neuron similarity of A's rows to B's rows mapped by S (B coordinates -> A coordinates), in [-1, 1]:
-    cosines of the signed parts plus the absolute summed cosine of the paired parts, averaged over parts."""
-    signed, paired = _parts(a, b, s)
+    cosines of the signed parts plus the absolute summed cosine of the paired parts, averaged over parts.
+    `mapped` (B through _mapped) saves mapping the same B layer again."""
+    signed, paired = _parts(a, b, s, mapped)
     return (signed if paired is None else signed + paired.abs()) / (len(a[0]) + len(a[1]))
 
 
@@ -102,19 +111,17 @@ def _block_trace(xs, weighted: torch.Tensor) -> torch.Tensor:
     return sum(x.T @ weighted[:, i * k:(i + 1) * k] for i, x in enumerate(xs))
 
 
-def _procrustes_step(a, b, s) -> tuple[torch.Tensor, torch.Tensor]:
-    """Orthogonal map from a soft mutual matching (weights smooth in the similarities, so a small change of the
-    weights, such as a lower-precision copy, moves the map a little rather than flipping discrete pairings).
-    Returns (new map, the similarity under the old one)."""
-    signed, paired = _parts(a, b, s)
-    sim = (signed if paired is None else signed + paired.abs()) / (len(a[0]) + len(a[1]))
+def _soft_map(a, b, sim: torch.Tensor, paired: torch.Tensor | None) -> torch.Tensor:
+    """Orthogonal map from a soft mutual matching of the similarities under the current map (weights smooth in the
+    similarities, so a small change of the weights, such as a lower-precision copy, moves the map a little rather
+    than flipping discrete pairings)."""
     w = torch.softmax(sim / SOFTNESS, dim=1) * torch.softmax(sim / SOFTNESS, dim=0)
     w = torch.where(w > 1e-12, w, 0.0)  # denormal weights contribute nothing and make the products crawl
     (sa, pa), (sb, pb) = a, b
     m = _block_trace(sa, w @ torch.cat(sb, dim=1))
     if pa:
         m = m + _block_trace(pa, (w * torch.sign(paired)) @ torch.cat(pb, dim=1))
-    return kernels.polar(m), sim
+    return kernels.polar(m)
 
 
 def _spectral(pool) -> torch.Tensor:
@@ -125,15 +132,20 @@ def _spectral(pool) -> torch.Tensor:
 
 
 def _refine(a_pool, b_pool, s, steps: int) -> tuple[torch.Tensor, float, torch.Tensor]:
-    """Up to `steps` rounds of soft matching and Procrustes from s: (best map seen, its objective, last map)."""
+    """Up to `steps` rounds of soft matching and Procrustes from s: (best map seen, its objective, last map).
+    The objective is the mean best-match similarity of A's rows; a map is only computed when it will be scored."""
     best, best_obj = s, -np.inf
     for step in range(steps + 1):
-        s_new, sim = _procrustes_step(a_pool, b_pool, s)
+        signed, paired = _parts(a_pool, b_pool, s)
+        sim = (signed if paired is None else signed + paired.abs()) / (len(a_pool[0]) + len(a_pool[1]))
         obj = float(sim.max(dim=1).values.mean())
         improved = obj > best_obj + 1e-4
         if obj > best_obj:
             best, best_obj = s, obj
-        if step == steps or torch.allclose(s_new, s, atol=1e-4) or (step > 0 and not improved):
+        if step == steps or (step > 0 and not improved):
+            break
+        s_new = _soft_map(a_pool, b_pool, sim, paired)
+        if torch.allclose(s_new, s, atol=1e-4):
             break
         s = s_new
     return best, best_obj, s
@@ -183,11 +195,11 @@ def _head_blocks(rows: torch.Tensor, layout) -> list[list[torch.Tensor]]:
 
 def _match_heads(blocks_a, blocks_b) -> list[int]:
     """B's head for each of A's heads, by linear assignment on the rotation-invariant Gram of each head's rows."""
-    def desc(b):
-        g = b @ b.T
-        return (g / g.norm().clamp_min(1e-12)).reshape(-1)
-    da, db = torch.stack([desc(b) for b in blocks_a]), torch.stack([desc(b) for b in blocks_b])
-    return [int(c) for c in kernels.match(da @ db.T)[1]]
+    def desc(blocks):
+        x = torch.stack(blocks)
+        g = x @ x.transpose(1, 2)
+        return (g / torch.linalg.matrix_norm(g).clamp_min(1e-12)[:, None, None]).flatten(1)
+    return [int(c) for c in kernels.match(desc(blocks_a) @ desc(blocks_b).T)[1]]
 
 
 def _attention_row_start(va, vb, layers, match_heads: bool) -> torch.Tensor | None:
@@ -254,11 +266,14 @@ def neuron_matrix(ctx, pairs=None) -> np.ndarray:
         return out
     va, vb = ctx.cache["body_views"]
     todo = pairs if pairs is not None else [(i, j) for i in range(la) for j in range(lb)]
+    mapped = {}  # (B's layer, parity) -> B's neurons under that parity's map, mapped once
     for i, j in todo:
         a, b = va.layers[i], vb.layers[j]
         if a is None or b is None:
             continue
-        sim = similarity(a, b, maps[i % 2])
+        if (j, i % 2) not in mapped:
+            mapped[j, i % 2] = _mapped(b, maps[i % 2])
+        sim = similarity(a, b, None, mapped[j, i % 2])
         best = sim.max(dim=1).values if sim.shape[0] <= sim.shape[1] else sim.max(dim=0).values
         out[i, j] = float(best.mean())
     return out
