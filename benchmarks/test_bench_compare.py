@@ -45,12 +45,22 @@ def test_compare_48_layer_fingerprints(benchmark, pair48):
         baseline.append(time.perf_counter() - start)
         return pair48, {}
 
-    result = benchmark.pedantic(compare_fingerprints, setup=time_baseline_then_compare, rounds=ROUNDS, iterations=1)
+    cpu = []
+
+    def compare_on_cpu_clock(a, b):  # the process's CPU time beside the wall clock: on a shared machine it shows
+        start = time.process_time()   # the work, while the wall clock also counts the neighbours' turns
+        out = compare_fingerprints(a, b)
+        cpu.append(time.process_time() - start)
+        return out
+
+    result = benchmark.pedantic(compare_on_cpu_clock, setup=time_baseline_then_compare, rounds=ROUNDS, iterations=1)
     assert result["verdict"] == "derived"
     ratio = benchmark.stats.stats.median / statistics.median(baseline)
-    benchmark.extra_info.update({"threads": THREADS, "baseline_median_s": statistics.median(baseline), "ratio": ratio})
+    benchmark.extra_info.update({"threads": THREADS, "baseline_median_s": statistics.median(baseline), "ratio": ratio,
+                                 "compare_cpu_median_s": statistics.median(cpu)})
     print(f"\n48-layer compare / one product per stored matrix pair: {ratio:.1f}x "
-          f"(compare median {benchmark.stats.stats.median:.3f} s, baseline {statistics.median(baseline):.4f} s, {THREADS} thread)")
+          f"(compare median {benchmark.stats.stats.median:.3f} s wall, {statistics.median(cpu):.3f} s CPU; "
+          f"baseline {statistics.median(baseline):.4f} s; {THREADS} thread)")
     assert ratio < RATIO_LIMIT
 
 
