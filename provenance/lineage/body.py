@@ -22,10 +22,13 @@ from .. import kernels
 
 FIT_POOL = 384         # least neurons per side in one map fit (the strongest of each layer, spread over layers)
 FIT_ITERATIONS = 5
-SCOUT_ITERATIONS = 1     # refinement every start gets before the best one is refined further
+SCOUT_ITERATIONS = 1     # refinement every start gets before the best ones are refined further
+FINALISTS = 2            # scouted starts refined to convergence
 GOOD_ENOUGH = 0.9      # a start whose fitted objective reaches this ends the search over starts
 DTYPE = torch.float32
 SOFTNESS = 0.02       # temperature of the soft matching in the map fit
+PRODUCT_ITERATIONS = 30  # two-sided Procrustes refinements of the attention-product start
+PRODUCT_LAYERS = 8       # layer pairs (evenly spaced) the attention-product start is fitted on
 NEURON_CAP = 256       # neurons per layer scored
 
 
@@ -155,22 +158,25 @@ def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
     """Best orthogonal map over the starts and every iterate of alternating soft matching and Procrustes (a start
     that already fits is never made worse): (S, objective = mean best-match similarity of A's rows).
 
-    Every start gets a short refinement; only the best one is refined to convergence, and a start that fits
-    well ends the search (starts may be callables, computed only when reached)."""
-    best, best_obj, best_last = None, -np.inf, None
+    Every start gets a short refinement; the FINALISTS best of them are refined to convergence (a right start can
+    trail a wrong one after one round when the models were trained apart), and a start that fits well ends the
+    search (starts may be callables, computed only when reached)."""
+    scouted = []  # (objective, best map, last map)
     for start in starts:
         s = start() if callable(start) else start
         if s is None:
             continue
         found, obj, last = _refine(a_pool, b_pool, s, SCOUT_ITERATIONS)
-        if obj > best_obj:
-            best, best_obj, best_last = found, obj, last
-        if best_obj >= GOOD_ENOUGH:
+        scouted.append((obj, found, last))
+        if obj >= GOOD_ENOUGH:
             break
-    if best is not None:
-        found, obj, _ = _refine(a_pool, b_pool, best_last, FIT_ITERATIONS)
+    best, best_obj = None, -np.inf
+    for obj, found, last in sorted(scouted, key=lambda t: -t[0])[:FINALISTS]:
         if obj > best_obj:
             best, best_obj = found, obj
+        refined, refined_obj, _ = _refine(a_pool, b_pool, last, FIT_ITERATIONS)
+        if refined_obj > best_obj:
+            best, best_obj = refined, refined_obj
     return best, best_obj
 
 
@@ -202,13 +208,13 @@ def _match_heads(blocks_a, blocks_b) -> list[int]:
     return [int(c) for c in kernels.match(desc(blocks_a) @ desc(blocks_b).T)[1]]
 
 
-def _attention_row_start(va, vb, layers, match_heads: bool) -> torch.Tensor | None:
-    """Procrustes over Q/K/V rows and O columns at the same offsets of the same heads in the same layers: the map
-    itself when one model is a residual rotation of the other. With match_heads, heads are first paired by their
-    rotation-invariant row Grams (for head-permuted copies). Only the given layers are used."""
+def _attention_row_start(va, vb, layers_a, layers_b, match_heads: bool) -> torch.Tensor | None:
+    """Procrustes over Q/K/V rows and O columns at the same offsets of the same heads in corresponding layers: the
+    map itself when one model is a residual rotation of the other. With match_heads, heads are first paired by
+    their rotation-invariant row Grams (for head-permuted copies). Only the given layer pairs are used."""
     m = 0
-    for l in layers:
-        a, b = va.attn_rows[l], (vb.attn_rows[l] if l < len(vb.attn_rows) else None)
+    for la, lb in zip(layers_a, layers_b):
+        a, b = va.attn_rows[la], (vb.attn_rows[lb] if lb < len(vb.attn_rows) else None)
         if a is None or b is None or a[1] != b[1] or a[0].shape != b[0].shape:
             continue
         if not match_heads:
@@ -218,6 +224,38 @@ def _attention_row_start(va, vb, layers, match_heads: bool) -> torch.Tensor | No
             for h, g in enumerate(_match_heads(blocks_a, blocks_b)):
                 m = m + blocks_a[h].T @ blocks_b[g]
     return None if isinstance(m, int) else kernels.polar(m)
+
+
+def _depth_matched(la: int, lb: int, layers_a) -> list[int]:
+    """B's layer at the same relative depth as each of A's layers (the identity when depths are equal)."""
+    return [l if la == lb else round(l * (lb - 1) / max(1, la - 1)) for l in layers_a]
+
+
+def _product_start(va, vb, layers_a, layers_b) -> torch.Tensor | None:
+    """The residual map from the attention products alone (invariant to anything done inside a head: head
+    permutation, per-head rotations of Q/K or V/O, rescaling). A residual rotation S turns B's products into
+    S M Sᵀ; S is fitted by two-sided orthogonal Procrustes over corresponding layers (each product scaled to unit
+    norm), iterating S <- polar(Σ M_A S M_Bᵀ + M_Aᵀ S M_B) from the identity while the fit improves. Its sign
+    is not determined by products (S and -S give the same ones). At most PRODUCT_LAYERS layer pairs are used."""
+    pairs = [(i, j) for i, j in zip(layers_a, layers_b) if i < len(va.products) and j < len(vb.products)
+             and va.products[i] is not None and vb.products[j] is not None]
+    if not pairs:
+        return None
+    pairs = [pairs[k] for k in sorted({round(x) for x in np.linspace(0, len(pairs) - 1, PRODUCT_LAYERS)})]
+    ma = torch.stack([kernels.unit_rows(m.reshape(1, -1)).reshape(m.shape) for i, _ in pairs for m in va.products[i]])
+    mb = torch.stack([kernels.unit_rows(m.reshape(1, -1)).reshape(m.shape) for _, j in pairs for m in vb.products[j]])
+
+    def fit(s):
+        return float((ma * (s @ mb @ s.T)).sum())
+    s = torch.eye(ma.shape[-1], dtype=ma.dtype)
+    best = fit(s)
+    for _ in range(PRODUCT_ITERATIONS):
+        s_new = kernels.polar((ma @ s @ mb.transpose(1, 2) + ma.transpose(1, 2) @ s @ mb).sum(dim=0))
+        value = fit(s_new)
+        if value <= best + 1e-6 * abs(best):
+            break
+        s, best = s_new, value
+    return s
 
 
 def cross_fitted_maps(ctx) -> dict | None:
@@ -250,9 +288,13 @@ def cross_fitted_maps(ctx) -> dict | None:
             if a_pool is None or b_pool is None:
                 maps = None
                 break
-            row_starts = [] if ctx.fa.num_layers != ctx.fb.num_layers else \
-                [lambda match=match, layers=fit_layers: _attention_row_start(va, vb, layers, match) for match in (False, True)]
-            maps[parity], _ = fit_map(a_pool, b_pool, starts + row_starts)
+            # B's layers at the same relative depth: the layer map is not known yet (a layer removed or inserted
+            # leaves most pairs right, enough for a start)
+            matched = _depth_matched(la, ctx.fb.num_layers, fit_layers)
+            row_starts = [lambda match=match: _attention_row_start(va, vb, fit_layers, matched, match) for match in (False, True)]
+            product = functools.cache(lambda: _product_start(va, vb, fit_layers, matched))
+            product_starts = [product, lambda: None if product() is None else -product()]  # the sign products cannot see
+            maps[parity], _ = fit_map(a_pool, b_pool, starts + row_starts + product_starts)
     ctx.cache["body_maps"] = maps
     return maps
 
