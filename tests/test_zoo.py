@@ -53,6 +53,11 @@ def test_rotation_after_norm_folding_preserves_the_function(base_dir):
     assert all(torch.equal(rotated[k], torch.ones_like(rotated[k])) for k in rotated if k.endswith("norm.weight"))
     # a real rotation: the embedding is not a permutation or rescaling of the original
     assert torch.linalg.matrix_rank(rotated["model.embed_tokens.weight"] - state["model.embed_tokens.weight"]) > 32
+    turned_heads = T.rotate_heads(state, cfg, torch.Generator().manual_seed(8))
+    assert torch.allclose(forward(turned_heads, cfg, ids), before, atol=1e-4, rtol=0)
+    for name in ("q_proj", "v_proj"):  # a real change of every head's rows, not a no-op
+        w = f"model.layers.0.self_attn.{name}.weight"
+        assert (turned_heads[w] - state[w]).norm() > 0.5 * state[w].norm()
     moe, moe_cfg = T.finegrained_moe(state, cfg, torch.Generator().manual_seed(6))
     turned = T.rotate(moe, moe_cfg, torch.Generator().manual_seed(7))
     assert torch.allclose(forward(turned, moe_cfg, ids), forward(moe, moe_cfg, ids), atol=1e-4, rtol=0)

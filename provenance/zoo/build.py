@@ -91,6 +91,11 @@ def _scratch(moe: bool):
     return make
 
 
+def _drop_and_rotate(s, c, g, v):
+    s, c = T.remove_layer(s, c, 2)
+    return T.rotate(s, c, g), c, v
+
+
 def _vocab_change(s, c, g, v):
     new = Vocab.with_merges(corpus_text("other"), 64, seed=int(torch.randint(0, 2**31, (1,), generator=g)))
     state, cfg = T.change_vocab(s, c, v, new)
@@ -138,6 +143,13 @@ TRANSFORMS: dict[str, Transform] = {
     "pangu_rotate": Transform("the pangu model with its norms folded and its residual stream turned by a random "
                               "orthogonal matrix (function-preserving, no further training)",
                               lambda s, c, g, v: (T.rotate(s, c, g), c, v), source="pangu"),
+    "rotate_heads": Transform("every head's internal basis turned (V/O by a random orthogonal matrix, Q/K within each RoPE "
+                              "frequency plane), norms folded and the residual stream turned (all function-preserving), "
+                              "then trained 150 steps",
+                              lambda s, c, g, v: (T.rotate(T.rotate_heads(s, c, g), c, g), c, v), steps=150),
+    "pangu_rotate_depth": Transform("the pangu model with layer 2 removed, its norms folded and its residual stream "
+                                    "turned by a random orthogonal matrix, then trained 100 steps",
+                                    lambda s, c, g, v: _drop_and_rotate(s, c, g, v), source="pangu", steps=100),
     "scratch_moe": Transform("an MoE of the pangu shape and tokenizer size trained from a "
                              f"fresh random initialisation on the base data ({BASE_STEPS} steps)",
                              _scratch(moe=True), steps=BASE_STEPS, lr=BASE_LR, data="base", independent=True),

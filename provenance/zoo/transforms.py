@@ -235,6 +235,47 @@ def rotate(state: dict, cfg: dict, gen: torch.Generator) -> dict:
     return out
 
 
+def rotate_heads(state: dict, cfg: dict, gen: torch.Generator) -> dict:
+    """Turn every head's internal basis (function-preserving): V rows of a key/value group and the O columns of
+    its query heads by one random orthogonal matrix; Q rows of a group's heads and its K rows by one rotation in
+    each RoPE frequency plane (dimensions j and j + head_dim/2 in the rotate-half convention), which commutes
+    with the position rotation, so every attention score is unchanged."""
+    heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    out = dict(state)
+    for i in range(num_layers(state)):
+        key = lambda name: layer_key(i, f"self_attn.{name}")
+        hd = state[key("q_proj.weight")].shape[0] // heads
+        half = hd // 2
+        q, k, v, o = (state[key(f"{n}_proj.weight")].double().clone() for n in "qkvo")
+        qb, kb, vb = (state[key(f"{n}_proj.bias")].double().clone() if key(f"{n}_proj.bias") in state else None
+                      for n in "qkv")
+        for g in range(kv):
+            group = range(g * heads // kv, (g + 1) * heads // kv)
+            r = random_orthogonal(hd, gen).double()
+            angle = torch.rand(half, generator=gen, dtype=torch.float64) * 2 * torch.pi
+            plane = torch.zeros(hd, hd, dtype=torch.float64)
+            idx = torch.arange(half)
+            plane[idx, idx] = plane[idx + half, idx + half] = angle.cos()
+            plane[idx, idx + half], plane[idx + half, idx] = -angle.sin(), angle.sin()
+            rows = slice(g * hd, (g + 1) * hd)
+            v[rows] = r @ v[rows]
+            k[rows] = plane @ k[rows]
+            for t in (vb, kb):
+                if t is not None:
+                    t[rows] = (r if t is vb else plane) @ t[rows]
+            for h in group:
+                hr = slice(h * hd, (h + 1) * hd)
+                o[:, hr] = o[:, hr] @ r.T
+                q[hr] = plane @ q[hr]
+                if qb is not None:
+                    qb[hr] = plane @ qb[hr]
+        for name, t in (("q_proj.weight", q), ("k_proj.weight", k), ("v_proj.weight", v), ("o_proj.weight", o),
+                        ("q_proj.bias", qb), ("k_proj.bias", kb), ("v_proj.bias", vb)):
+            if t is not None:
+                out[key(name)] = t.to(state[key(name)].dtype)
+    return out
+
+
 def finegrained_moe(state: dict, cfg: dict, gen: torch.Generator, experts: int = 8, shared: int = 32,
                     copies: int = 2, top_k: int = 2) -> tuple[dict, dict]:
     """Dense FFN -> fine-grained MoE: the `shared` most important neurons become a shared expert, the
