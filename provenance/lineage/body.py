@@ -161,11 +161,12 @@ def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
     Every start gets a short refinement; the FINALISTS best of them are refined to convergence (a right start can
     trail a wrong one after one round when the models were trained apart), and a start that fits well ends the
     search (starts may be callables, computed only when reached)."""
-    scouted = []  # (objective, best map, last map)
+    scouted, tried = [], []  # (objective, best map, last map); the starts scouted so far
     for start in starts:
         s = start() if callable(start) else start
-        if s is None:
+        if s is None or any(torch.allclose(s, t, atol=1e-4) for t in tried):  # a start equal to one tried adds nothing
             continue
+        tried.append(s)
         found, obj, last = _refine(a_pool, b_pool, s, SCOUT_ITERATIONS)
         scouted.append((obj, found, last))
         if obj >= GOOD_ENOUGH:
@@ -258,6 +259,17 @@ def _product_start(va, vb, layers_a, layers_b) -> torch.Tensor | None:
     return s
 
 
+def _signed(a_pool, b_pool, s: torch.Tensor | None) -> torch.Tensor | None:
+    """S or -S, whichever matches the neurons better (attention products cannot tell them apart; the neurons' signed
+    part can): one similarity product scores both, since -S negates the signed part and leaves the paired part."""
+    if s is None:
+        return None
+    signed, paired = _parts(a_pool, b_pool, s)
+    extra = 0 if paired is None else paired.abs()
+    flipped = ((-signed + extra).max(dim=1).values.mean() > (signed + extra).max(dim=1).values.mean())
+    return -s if bool(flipped) else s
+
+
 def cross_fitted_maps(ctx) -> dict | None:
     """{parity of A's layer: S} where S was fitted on A's layers of the other parity; None if no body features."""
     if "body_maps" in ctx.cache:
@@ -292,9 +304,8 @@ def cross_fitted_maps(ctx) -> dict | None:
             # leaves most pairs right, enough for a start)
             matched = _depth_matched(la, ctx.fb.num_layers, fit_layers)
             row_starts = [lambda match=match: _attention_row_start(va, vb, fit_layers, matched, match) for match in (False, True)]
-            product = functools.cache(lambda: _product_start(va, vb, fit_layers, matched))
-            product_starts = [product, lambda: None if product() is None else -product()]  # the sign products cannot see
-            maps[parity], _ = fit_map(a_pool, b_pool, starts + row_starts + product_starts)
+            product = lambda: _signed(a_pool, b_pool, _product_start(va, vb, fit_layers, matched))
+            maps[parity], _ = fit_map(a_pool, b_pool, starts + row_starts + [product])
     ctx.cache["body_maps"] = maps
     return maps
 
