@@ -11,6 +11,8 @@ from typing import Iterator
 
 import torch
 
+from ..precision import mode_flags, modes_on
+
 
 @dataclass(frozen=True)
 class Availability:
@@ -18,29 +20,19 @@ class Availability:
     reason: str = ""
 
 
-# Precision modes: what each means, and the flags it sets on each device type.
-# A mode absent for a device type does not exist there (TF32 has no NPU meaning, HF32 no CUDA one).
-PRECISION_MODES: dict[str, dict] = {
-    "ieee": {
-        "description": "IEEE fp32 matmul and convolution: no reduced-precision inputs",
-        "cpu": {}, "cuda": {"cuda_matmul_tf32": False, "cudnn_tf32": False}, "npu": {"npu_matmul_hf32": False, "npu_conv_hf32": False},
-    },
-    "tf32": {
-        "description": "TF32 tensor-core inputs (10-bit mantissa) for fp32 matmul and convolution",
-        "cuda": {"cuda_matmul_tf32": True, "cudnn_tf32": True},
-    },
-    "hf32": {
-        "description": "HF32 inputs (11-bit mantissa) for fp32 matmul and convolution on Ascend",
-        "npu": {"npu_matmul_hf32": True, "npu_conv_hf32": True},
-    },
-}
-
-
 class Backend:
-    """Subclasses set `name` and `device_type` and override what differs on their device."""
+    """Subclasses set `name`, `device_type` and `rank` and override what differs on their device.
+
+    Attributes:
+        name: the backend's name in reports and on the command line.
+        device_type: torch's device type; the precision table's mode rows are keyed by it.
+        rank: which backend a drift report stands for when it measured several (highest first):
+            an accelerator outranks the CPU every machine also has.
+    """
 
     name = "base"
     device_type = "cpu"
+    rank = 0
 
     def __init__(self, index: int = 0):
         self.index = index
@@ -90,7 +82,8 @@ class Backend:
 
     # precision and determinism --------------------------------------------
     def modes(self) -> list[str]:
-        return [m for m, spec in PRECISION_MODES.items() if self.device_type in spec]
+        """The precision modes that exist on this backend's device type (provenance/precision.py)."""
+        return modes_on(self.device_type)
 
     def _read_flags(self) -> dict:
         return {}
@@ -100,15 +93,20 @@ class Backend:
 
     @contextlib.contextmanager
     def precision(self, mode: str = "ieee", deterministic: bool | None = None) -> Iterator[None]:
-        """Pin a precision mode (and optionally deterministic algorithms), restoring both after."""
-        spec = PRECISION_MODES.get(mode, {})
-        if self.device_type not in spec:
-            raise ValueError(f"precision mode {mode!r} does not exist on {self.name}")
+        """Pin a precision mode (and optionally deterministic algorithms), restoring both after.
+
+        Args:
+            mode: a mode row's name (provenance/precision.py).
+            deterministic: force deterministic algorithms on or off; None leaves them as they are.
+        Raises:
+            MissingPrecisionRow: the mode has no row, or none for this backend's device type.
+        """
+        flags = mode_flags(mode, self.device_type)
         saved_flags = self._read_flags()
         saved_det = torch.are_deterministic_algorithms_enabled()
         saved_matmul = torch.get_float32_matmul_precision()
         try:
-            self._write_flags(spec[self.device_type])
+            self._write_flags(flags)
             if deterministic is not None:
                 torch.use_deterministic_algorithms(deterministic)
             yield

@@ -45,8 +45,11 @@ def _cpu_model() -> str:
 
 
 class CpuBackend(Backend):
+    """The host CPU: always available, and where the float64 golden runs."""
+
     name = "cpu"
     device_type = "cpu"
+    rank = 10
 
     def probe(self) -> Availability:
         return Availability(True, "")

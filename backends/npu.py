@@ -26,8 +26,11 @@ def import_torch_npu():
 
 
 class NpuBackend(AcceleratorBackend):
+    """An Ascend NPU through torch_npu."""
+
     name = "npu"
     device_type = "npu"
+    rank = 30
 
     def probe(self) -> Availability:
         module, reason = import_torch_npu()

@@ -18,12 +18,12 @@ from . import errors, limits
 from .atomic import write_json
 from .backends import BACKENDS, Backend, describe_backends, get_backend
 from .drift import compare_reports, run_drift
-from .drift.run import DTYPES
 from .fingerprint import Fingerprint, fingerprint_model, is_fingerprint_file, load_fingerprint
 from .io.base import read_json_file
 from .lineage import compare_fingerprints
 from .model import inspect_model
 from .outputs import refuse_outputs
+from .precision import measured_dtypes
 from .report.drift import write_drift_comparison, write_drift_report
 from .report.lineage import write_comparison_report
 from .report.schemas import errors as schema_errors
@@ -32,8 +32,7 @@ from .suite import run_demo, run_suite
 from .zoo import DEMO_MODELS, build_many
 
 DEFAULT_DTYPES = ("fp32", "bf16", "fp16")
-BACKEND_NAMES = tuple(BACKENDS)  # what --backends accepts (with an optional ":N" device index)
-DTYPE_NAMES = tuple(DTYPES)  # what --dtypes accepts
+DTYPE_NAMES = measured_dtypes()  # what --dtypes accepts
 
 
 @dataclass

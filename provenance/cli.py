@@ -51,7 +51,7 @@ class Verdict(str, Enum):
 
 def _is_backend(word: str) -> bool:
     kind, colon, index = word.partition(":")
-    return kind in api.BACKEND_NAMES and (not colon or index.isdigit())
+    return kind in api.BACKENDS and (not colon or index.isdigit())
 
 
 def _is_dtype(word: str) -> bool:

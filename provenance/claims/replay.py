@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from ..errors import BackendUnavailable, MalformedInput
+from ..precision import dtype_row, mode_row
 from ..zoo.build import torch_threads
 from .checks import Check
 from .hfmodel import LinearMode, build_model
@@ -44,11 +45,15 @@ MODES: dict[str, Mode] = {
     "fp32-threads": Mode("fp32 with another thread count (another reduction split)", threads="other"),
     "fp32-reordered": Mode("fp32 with every matmul reduction in reverse order (another GEMM kernel)", reorder=True),
     "fp32-isa": Mode("fp32 on another CPU instruction set (AVX2 on an AVX-512 machine)", isa=True),
-    "tf32-inputs": Mode("matmul inputs rounded to 10 mantissa bits (CUDA TF32), emulated", bits=10),
-    "hf32-inputs": Mode("matmul inputs rounded to 11 mantissa bits (Ascend HF32), emulated", bits=11),
-    "bf16-inputs": Mode("matmul inputs rounded to bf16 (7 mantissa bits), fp32 accumulation, emulated", bits=7),
+    "tf32-inputs": Mode("matmul inputs rounded to 10 mantissa bits (CUDA TF32), emulated",
+                        bits=mode_row("tf32").input_mantissa_bits),
+    "hf32-inputs": Mode("matmul inputs rounded to 11 mantissa bits (Ascend HF32), emulated",
+                        bits=mode_row("hf32").input_mantissa_bits),
+    "bf16-inputs": Mode("matmul inputs rounded to bf16 (7 mantissa bits), fp32 accumulation, emulated",
+                        bits=dtype_row("bf16").mantissa_bits),
     "bf16-autocast": Mode("bf16 mixed precision (torch.autocast on CPU), fp32 master weights", autocast=torch.bfloat16),
-    "fp16-inputs": Mode("matmul inputs rounded to fp16-class 10 mantissa bits, emulated", bits=10),
+    "fp16-inputs": Mode("matmul inputs rounded to fp16-class 10 mantissa bits, emulated",
+                        bits=dtype_row("fp16").mantissa_bits),
 }
 FP32_ENVELOPE = ("fp32-threads", "fp32-reordered", "fp32-isa")
 # claimed training dtype -> modes whose spread makes the envelope
@@ -63,7 +68,7 @@ ENVELOPE_MODES = {
 OTHER_ISA = {"AVX512": "avx2", "AVX512_BF16": "avx2", "AMX": "avx2", "AVX2": "default", "SVE256": "default"}
 SLACK = 2.0          # accepted within this many envelopes (msprobe's pass/warn band ends at 2)
 STRONG = 20.0        # beyond this many envelopes a contradiction is strong
-FLOOR = 2.0 ** -24   # an envelope never below half an fp32 ulp per element (norm-wise), as drift compare's fp32 floor
+FLOOR = dtype_row("fp32").floor  # an envelope never below half an fp32 ulp per element (norm-wise), as drift compare's
 
 
 def replay(seg: Segment, mode: str = "fp32", progress: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:

@@ -8,27 +8,28 @@ rebuilt from the same recipe: their bytes differ across CPU instruction sets, an
 """
 from __future__ import annotations
 
-from ..errors import IncompatibleInputs, MalformedInput
+from ..backends import backend_rank
+from ..errors import BackendUnavailable, IncompatibleInputs, MalformedInput
+from ..precision import dtype_row, mode_class
 from ..schemas import SCHEMA_VERSIONS, tool_record
 
-# errors at or below half an ulp at 1.0 are indistinguishable from exact
-PRECISION_FLOOR = {"fp32": 2.0 ** -24, "bf16": 2.0 ** -8, "fp16": 2.0 ** -11}
-# modes that mean the same thing on different hardware
-MODE_CLASS = {"tf32": "reduced-fp32", "hf32": "reduced-fp32"}
-BACKEND_PRIORITY = ("npu", "cuda", "cpu")
 STATUS = ((1.0, "pass"), (2.0, "warn"))
 
 
-def _primary_backend(report) -> str:
-    present = {r["backend"] for r in report["rows"] if not r["emulated"]}
-    for name in BACKEND_PRIORITY:
-        if name in present:
-            return name
-    raise MalformedInput("drift report has no measured (non-emulated) rows")
+def _primary_backend(report, name: str) -> str:
+    """The backend a report stands for: of those it measured, the one of highest rank (an accelerator
+    before the CPU every machine has). A backend this install has no adapter for cannot be ranked."""
+    present = sorted({r["backend"] for r in report["rows"] if not r["emulated"]})
+    if not present:
+        raise MalformedInput("drift report has no measured (non-emulated) rows", name)
+    try:
+        return max(present, key=backend_rank)
+    except BackendUnavailable as exc:
+        raise BackendUnavailable(f"measured on a backend this install cannot rank: {exc}", name) from None
 
 
 def _key(row) -> tuple:
-    return (row["kernel"], row["dtype"], MODE_CLASS.get(row["mode"], row["mode"]), row["deterministic_algorithms"])
+    return (row["kernel"], row["dtype"], mode_class(row["mode"]), row["deterministic_algorithms"])
 
 
 def _status(ratio: float) -> str:
@@ -91,16 +92,16 @@ def compare_reports(reports: list[dict], names: list[str]) -> dict:
         if str(report.get("schema_version", "")).split(".")[0] != SCHEMA_VERSIONS["drift"].split(".")[0]:
             raise MalformedInput(f"not a drift report of schema {SCHEMA_VERSIONS['drift']}", name)
     inputs_note = check_same_inputs(reports, names)
-    ref_backend = _primary_backend(reports[0])
+    ref_backend = _primary_backend(reports[0], names[0])
     ref_rows = {_key(r): r for r in reports[0]["rows"] if r["backend"] == ref_backend and not r["emulated"]}
     rows = []
     for report, name in zip(reports[1:], names[1:]):
-        backend = _primary_backend(report)
+        backend = _primary_backend(report, name)
         for r in report["rows"]:
             if r["backend"] != backend or r["emulated"] or _key(r) not in ref_rows:
                 continue
             ref = ref_rows[_key(r)]
-            floor = PRECISION_FLOOR.get(r["dtype"], 2.0 ** -24)
+            floor = dtype_row(r["dtype"]).floor
             if r["max_rel_err"] is None or ref["max_rel_err"] is None:  # an overflow on one side or both
                 ratio = 1.0 if r["max_rel_err"] is ref["max_rel_err"] else (float("inf") if r["max_rel_err"] is None else 0.0)
             else:

@@ -5,9 +5,8 @@ import math
 
 import torch
 
-MANTISSA_BITS = {torch.float64: 52, torch.float32: 23, torch.bfloat16: 7, torch.float16: 10}
-# share of elements above this relative error counts as "bad" (msprobe: 0.1% fp32, 1% fp16/bf16)
-SHARE_THRESHOLD = {torch.float64: 1e-6, torch.float32: 1e-3, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+from ..precision import dtype_row_of
+
 SMALL_VALUE = 1e-3  # elements below this fraction of the tensor's largest magnitude are judged by absolute error
 
 
@@ -28,7 +27,8 @@ def errors(out: torch.Tensor, golden: torch.Tensor, dtype: torch.dtype) -> dict:
     small = g.abs() < SMALL_VALUE * scale
     normal = ~small
     rel = diff[normal] / g.abs()[normal]
-    bits = MANTISSA_BITS.get(dtype, 23)
+    row = dtype_row_of(dtype)
+    bits = row.mantissa_bits
     exponent = torch.floor(torch.log2(g.abs().clamp_min(torch.finfo(torch.float64).tiny)))
     ulp = torch.pow(2.0, exponent - bits)
     ulps = diff[normal] / ulp[normal]
@@ -40,7 +40,7 @@ def errors(out: torch.Tensor, golden: torch.Tensor, dtype: torch.dtype) -> dict:
         "median_ulp": float(ulps.median()) if ulps.numel() else 0.0,
         "ulp_p90": float(torch.quantile(ulps, 0.9)) if ulps.numel() else 0.0,
         "ulp_p99": float(torch.quantile(ulps, 0.99)) if ulps.numel() else 0.0,
-        "share_above_threshold": float((rel > SHARE_THRESHOLD.get(dtype, 1e-3)).double().mean()) if rel.numel() else 0.0,
+        "share_above_threshold": float((rel > row.share_threshold).double().mean()) if rel.numel() else 0.0,
         "small_value_abs_err": float(diff[small].max() / scale) if small.any() else 0.0,
         "cosine": cos if math.isfinite(cos) else 0.0,
         "finite": bool(torch.isfinite(o).all()),

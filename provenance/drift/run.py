@@ -18,11 +18,11 @@ from ..lineage import compare_fingerprints, margins
 from ..model import open_model
 from ..progress import Progress
 from ..schemas import SCHEMA_VERSIONS, tool_record
-from .emulation import EMULATIONS, EmulatedBackend
+from ..precision import EMULATIONS, dtype_row, measured_dtypes
+from .emulation import EmulatedBackend
 from .kernels_table import KERNELS, kernel_inputs, reorder
 from .metrics import bitwise_equal, errors
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 REPEATS = 3      # runs compared bit for bit
 TIMED_RUNS = 5
 DRIFT_FLOOR = 1e-12  # drift below this is reported as this (keeps ratios finite)
@@ -56,7 +56,7 @@ def configs(backends, dtype_names) -> list[Config]:
                 out.append(Config(b, dname, "ieee", True))
                 out += [Config(b, dname, m, False) for m in b.modes() if m != "ieee"]
         if b.name == "cpu":
-            out += [Config(EmulatedBackend(e), "fp32", e.mode, False, emulated=True) for e in EMULATIONS.values()]
+            out += [Config(EmulatedBackend(e), "fp32", e.mode, False, emulated=True) for e in EMULATIONS]
     return out
 
 
@@ -72,7 +72,7 @@ def _run(kernel, placed, cfg: Config):
 
 
 def measure_kernel(name: str, kernel, inputs: dict, golden: torch.Tensor, cfg: Config) -> dict:
-    dtype = DTYPES[cfg.dtype_name]
+    dtype = dtype_row(cfg.dtype_name).torch_dtype
     source = inputs
     unpermute = None
     emulation = getattr(cfg.backend, "emulation", None)
@@ -135,7 +135,7 @@ def _verdict_effects(views: dict, pairs, cfgs, progress) -> list[dict]:
     for cfg in usable:
         with cfg.backend.precision(cfg.real_mode, deterministic=cfg.deterministic):
             for l, v in views.items():
-                fps[(cfg.label, l)] = fingerprint_view(v, cfg.backend, dtype=DTYPES[cfg.dtype_name], label=l)
+                fps[(cfg.label, l)] = fingerprint_view(v, cfg.backend, dtype=dtype_row(cfg.dtype_name).torch_dtype, label=l)
         for p in pairs:
             by_config[p][cfg.label] = compare_fingerprints(fps[(cfg.label, p[0])], fps[(cfg.label, p[1])])
         tracker.step(cfg.label)
@@ -222,15 +222,16 @@ def run_drift(models: list[str], labels: list[str], backend_names: list[str] | N
         models: model paths (at least one; pairs among them get verdict rows).
         labels: one label per model, used in the report.
         backend_names: backends to measure (default: every available one).
-        dtype_names: dtypes to measure, keys of DTYPES.
+        dtype_names: dtypes to measure, measured rows of the precision table (provenance/precision.py).
         progress: show progress on stderr.
     Returns:
         The drift report document (docs/SCHEMAS.md). The models are closed on return.
     """
     backends = [get_backend(n) for n in backend_names] if backend_names else available_backends()
-    unknown = [d for d in dtype_names if d not in DTYPES]
+    known = measured_dtypes()
+    unknown = [d for d in dtype_names if d not in known]
     if unknown:
-        raise Unsupported(f"unknown dtype {unknown[0]!r}; choose from {', '.join(DTYPES)}")
+        raise Unsupported(f"unknown dtype {unknown[0]!r}; choose from {', '.join(known)}")
     with contextlib.ExitStack() as stack:
         views = {l: stack.enter_context(open_model(m)) for l, m in zip(labels, models)}
         return _measure_all(views, labels, backends, dtype_names, progress)
@@ -259,7 +260,7 @@ def _measure_all(views: dict, labels: list[str], backends: list, dtype_names: li
                    "kernel_inputs_sha256": _digest(inputs), "kernel_layer": 0, "kernel_models": [first, second]},
         "identity": identities,
         "golden": {"backend": "cpu", "dtype": "float64", "identity": CpuBackend().identity()},
-        "emulations": {e.mode: e.description for e in EMULATIONS.values()},
+        "emulations": {e.mode: e.description for e in EMULATIONS},
         "rows": rows,
         "verdicts": verdicts,
     }
