@@ -16,6 +16,8 @@ from ..precision import mode_flags, modes_on
 
 @dataclass(frozen=True)
 class Availability:
+    """Whether a backend can run here, and if not, why (one line for the user)."""
+
     available: bool
     reason: str = ""
 
@@ -39,21 +41,39 @@ class Backend:
 
     # detection ------------------------------------------------------------
     def probe(self) -> Availability:
+        """Detect the device without failing.
+
+        Returns:
+            Availability: available, or the reason it is not.
+        """
         raise NotImplementedError
 
     @property
     def device(self) -> torch.device:
+        """The torch device this backend places tensors on."""
         return torch.device(self.device_type, self.index) if self.device_type != "cpu" else torch.device("cpu")
 
     # placement and timing -------------------------------------------------
     def place(self, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Move a tensor to the device, optionally casting it.
+
+        Args:
+            tensor: any tensor.
+            dtype: the dtype to cast to; None keeps the tensor's own.
+        Returns:
+            The tensor on this backend's device.
+        """
         return tensor.to(device=self.device, dtype=dtype or tensor.dtype)
 
     def synchronize(self) -> None:
-        pass
+        """Wait until the device has finished its queued work (a no-op on the CPU)."""
 
     def new_event(self):
-        """A timing event on the device (torch.cuda.Event and its mirrors), or None to time on the host."""
+        """A timing event on the device (torch.cuda.Event and its mirrors), or None to time on the host.
+
+        Returns:
+            A device event with record/synchronize/elapsed_time, or None.
+        """
         return None
 
     @contextlib.contextmanager
@@ -75,14 +95,25 @@ class Backend:
         out["ms"] = start.elapsed_time(end)
 
     def memory_stats(self) -> dict:
+        """Peak device memory since the last reset.
+
+        Returns:
+            {"max_allocated_bytes", "max_reserved_bytes"} on accelerators; {} where the device keeps none.
+        """
         return {}
 
     def reset_peak_memory(self) -> None:
-        pass
+        """Start a new peak-memory measurement (a no-op where the device keeps none)."""
 
     # precision and determinism --------------------------------------------
     def modes(self) -> list[str]:
-        """The precision modes that exist on this backend's device type (provenance/precision.py)."""
+        """The precision modes that exist on this backend's device type (provenance/precision.py).
+
+        Returns:
+            Mode names, "ieee" first.
+        Raises:
+            MissingPrecisionRow: no mode row has flags for this device type.
+        """
         return modes_on(self.device_type)
 
     def _read_flags(self) -> dict:
@@ -117,13 +148,27 @@ class Backend:
 
     # identity -----------------------------------------------------------------
     def device_name(self) -> str:
+        """The device's marketing name.
+
+        Returns:
+            A name for people ("NVIDIA H100 80GB HBM3", a CPU model).
+        """
         return platform.processor() or platform.machine()
 
     def versions(self) -> dict:
+        """Runtime and library versions and device properties for the identity record.
+
+        Returns:
+            A flat dict merged into identity(); {} when the device has none to add.
+        """
         return {}
 
     def identity(self) -> dict:
-        """Who computed a result: device, software versions and every numeric flag in force."""
+        """Who computed a result: device, software versions and every numeric flag in force.
+
+        Returns:
+            The identity record (docs/SCHEMAS.md).
+        """
         return {
             "backend": self.name,
             "device": str(self.device),
@@ -147,6 +192,11 @@ class AcceleratorBackend(Backend):
     device type, else torch.<device>, whose API torch_npu mirrors from torch.cuda."""
 
     def api(self):
+        """The module whose device API serves this device type.
+
+        Returns:
+            torch.accelerator where it serves this device type (torch >= 2.6), else torch.<device_type>.
+        """
         generic = getattr(torch, "accelerator", None)
         if generic is not None and hasattr(generic, "max_memory_allocated"):
             current = generic.current_accelerator()
@@ -155,15 +205,27 @@ class AcceleratorBackend(Backend):
         return getattr(torch, self.device_type)
 
     def synchronize(self) -> None:
+        """Wait for the device's queued work."""
         self.api().synchronize(self.device)
 
     def new_event(self):
+        """A device timing event.
+
+        Returns:
+            torch.Event on this device, with timing enabled.
+        """
         return torch.Event(self.device, enable_timing=True)
 
     def memory_stats(self) -> dict:
+        """Peak device memory since the last reset.
+
+        Returns:
+            {"max_allocated_bytes", "max_reserved_bytes"}.
+        """
         api = self.api()
         return {"max_allocated_bytes": api.max_memory_allocated(self.device),
                 "max_reserved_bytes": api.max_memory_reserved(self.device)}
 
     def reset_peak_memory(self) -> None:
+        """Start a new peak-memory measurement."""
         self.api().reset_peak_memory_stats(self.device)

@@ -8,7 +8,11 @@ from .base import AcceleratorBackend, Availability
 
 
 def hip_version() -> str | None:
-    """The HIP version of a ROCm build of torch; None on a CUDA or CPU build."""
+    """The HIP version of a ROCm build of torch.
+
+    Returns:
+        torch.version.hip, or None on a CUDA or CPU build.
+    """
     return getattr(torch.version, "hip", None)
 
 
@@ -20,6 +24,12 @@ class CudaBackend(AcceleratorBackend):
     rank = 20
 
     def probe(self) -> Availability:
+        """Detect a CUDA (or ROCm) device without failing: a CPU build, no device, a driver error and a missing
+        index are each a reason.
+
+        Returns:
+            Availability.
+        """
         if torch.version.cuda is None and hip_version() is None:
             return Availability(False, f"this torch build ({torch.__version__}) has no CUDA support")
         try:
@@ -45,11 +55,20 @@ class CudaBackend(AcceleratorBackend):
             torch.backends.cudnn.allow_tf32 = flags["cudnn_tf32"]
 
     def device_name(self) -> str:
+        """The GPU's name.
+
+        Returns:
+            torch.cuda.get_device_name for this device.
+        """
         return torch.cuda.get_device_name(self.device)
 
     def versions(self) -> dict:
         """Runtime and library versions and the device's properties; on ROCm, the HIP version and GPU
-        architecture (cudnn is then MIOpen's version, as torch reports it)."""
+        architecture (cudnn is then MIOpen's version, as torch reports it).
+
+        Returns:
+            runtime ("cuda" or "rocm"), cuda, hip, cudnn, compute_capability, total_memory_bytes (and gpu_arch on ROCm).
+        """
         props = torch.cuda.get_device_properties(self.device)
         hip = hip_version()
         out = {"runtime": "rocm" if hip else "cuda", "cuda": torch.version.cuda, "hip": hip,

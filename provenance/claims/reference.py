@@ -37,7 +37,17 @@ FLOOR = dtype_row("fp32").floor
 
 
 def read_reference(path: Path, vocab: int, hidden: int) -> dict[str, torch.Tensor]:
-    """The published tensors, checked: known names, integer ids in range, shapes that fit the model, finite values."""
+    """The published tensors, checked: known names, integer ids in range, shapes that fit the model, finite values.
+
+    Args:
+        path: the reference outputs (.safetensors).
+        vocab: the model's vocabulary size.
+        hidden: the model's hidden size.
+    Returns:
+        Tensor name (input_ids, logits, hidden_states) -> tensor.
+    Raises:
+        MalformedInput: anything that does not fit.
+    """
     from safetensors.torch import load_file
     if not path.name.endswith(".safetensors"):
         raise MalformedInput("reference outputs must be a .safetensors file", path)

@@ -32,6 +32,17 @@ from .segment import Segment, load_segment, tensor_norm
 
 @dataclass(frozen=True)
 class Mode:
+    """One way honest hardware differs, as a replay mode.
+
+    Attributes:
+        description: what the mode stands for.
+        bits: F.linear inputs rounded to this many mantissa bits (from the precision table), or None.
+        reorder: F.linear reductions in reverse order.
+        autocast: torch.autocast dtype, or None.
+        threads: "other" for a thread count other than the reference's.
+        isa: another CPU instruction set, in a subprocess.
+    """
+
     description: str
     bits: int | None = None        # F.linear inputs rounded to this many mantissa bits
     reorder: bool = False          # F.linear reductions in reverse order
@@ -117,11 +128,24 @@ def replay(seg: Segment, mode: str = "fp32", progress: Callable[[str], None] | N
 
 
 def cpu_capability() -> str:
+    """The instruction set torch dispatches to in this process.
+
+    Returns:
+        torch.backends.cpu.get_cpu_capability().
+    """
     return torch.backends.cpu.get_cpu_capability()
 
 
 def replay_other_isa(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], str]:
-    """The fp32 replay in a subprocess on another instruction set; ATEN_CPU_CAPABILITY is read at torch's start."""
+    """The fp32 replay in a subprocess on another instruction set; ATEN_CPU_CAPABILITY is read at torch's start.
+
+    Args:
+        paths: the segment's files by role (start, optimizer, batches, recipe, end).
+    Returns:
+        (the replayed end state, "<this capability> -> <the subprocess's>").
+    Raises:
+        BackendUnavailable: no lower instruction set is known, or the subprocess failed.
+    """
     from safetensors.torch import load_file
     here = cpu_capability()
     target = OTHER_ISA.get(here)
@@ -140,10 +164,24 @@ def replay_other_isa(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], s
 
 
 def distances(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per-tensor L2 distance between two states.
+
+    Args:
+        a, b: tensor name -> tensor, with the same names.
+    Returns:
+        Tensor name -> ||a - b||.
+    """
     return {n: tensor_norm(a[n] - b[n]) for n in a}
 
 
 def total(per_tensor: dict[str, float]) -> float:
+    """The whole-model distance from per-tensor ones.
+
+    Args:
+        per_tensor: tensor name -> distance.
+    Returns:
+        The root of the sum of squares.
+    """
     return math.sqrt(sum(d * d for d in per_tensor.values()))
 
 
@@ -195,7 +233,14 @@ def calibrate_and_judge(seg: Segment, claimed_dtype: str = "fp32", progress: Cal
 
 
 def judge(result: dict) -> Check:
-    """The replay's Check from its measured distance in envelope units."""
+    """The replay's Check from its measured distance in envelope units.
+
+    Args:
+        result: calibrate_and_judge's measurements.
+    Returns:
+        A test Check: neutral when the segment moved the weights too little to tell, supports within the
+        acceptance, contradicts (strong past the per-tensor limit) otherwise.
+    """
     ratio, worst = result["ratio"], max(result["per_tensor"].items(), key=lambda kv: kv[1]["ratio"])
     data = {k: result[k] for k in ("distance", "envelope", "envelope_source", "measured_spread", "precision_floor", "ratio", "movement", "mode_spread", "mode_notes", "modes",
                                    "timings_s", "steps", "cpu_capability")}
@@ -216,6 +261,14 @@ def judge(result: dict) -> Check:
 
 
 def check_replay(paths: dict[str, Path], claimed_dtype: str, progress: Callable[[str], None] | None = None) -> Check:
-    """Load, replay and judge the claim's [segment]."""
+    """Load, replay and judge the claim's [segment].
+
+    Args:
+        paths: the segment's files by role.
+        claimed_dtype: the claim's training dtype (picks the envelope's modes).
+        progress: called with a short line per stage, or None.
+    Returns:
+        The replay Check.
+    """
     seg = load_segment(paths)
     return judge(calibrate_and_judge(seg, claimed_dtype or "fp32", progress))

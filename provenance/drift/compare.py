@@ -40,7 +40,13 @@ def _status(ratio: float) -> str:
 
 
 def cpu_capability(report: dict) -> str:
-    """The instruction set torch dispatched to where the report was made (its golden run is always on the CPU)."""
+    """The instruction set torch dispatched to where the report was made (its golden run is always on the CPU).
+
+    Args:
+        report: a drift report.
+    Returns:
+        The CPU capability ("AVX512", "AVX2", ...), or "unknown".
+    """
     ident = (report.get("golden") or {}).get("identity") or (report.get("identity") or {}).get("cpu") or {}
     return str(ident.get("cpu_capability") or "unknown")
 
@@ -86,6 +92,23 @@ def check_same_inputs(reports: list[dict], names: list[str]) -> str | None:
 
 
 def compare_reports(reports: list[dict], names: list[str]) -> dict:
+    """Compare drift reports from different machines against the first.
+
+    Each report stands for its highest-ranked measured backend; rows are matched by kernel, dtype, mode
+    class and determinism setting, and each error is divided by the reference's (both floored at the
+    dtype row's floor): at most 1 pass, up to 2 warn, above fail. Verdicts must agree.
+
+    Args:
+        reports: drift report documents; the first is the reference.
+        names: a name for each report (file names), used in rows and messages.
+    Returns:
+        The drift-compare document (docs/SCHEMAS.md), with status pass, warn or fail.
+    Raises:
+        MalformedInput: fewer than two reports, another schema, or a report with no measured rows.
+        IncompatibleInputs: the reports were measured on different inputs.
+        BackendUnavailable: a report's backend has no row in this install's backend registry.
+        MissingPrecisionRow: a row's dtype has no row in the precision table.
+    """
     if len(reports) < 2:
         raise MalformedInput("drift compare needs at least two reports")
     for report, name in zip(reports, names):

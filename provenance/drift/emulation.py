@@ -16,7 +16,14 @@ FP32_BITS = dtype_row("fp32").mantissa_bits
 
 
 def round_mantissa(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Round fp32 values to `bits` explicit mantissa bits (round to nearest even), keeping fp32 storage."""
+    """Round fp32 values to `bits` explicit mantissa bits (round to nearest even), keeping fp32 storage.
+
+    Args:
+        x: a tensor; other dtypes than fp32 are returned unchanged.
+        bits: mantissa bits to keep (fewer than fp32's 23).
+    Returns:
+        The rounded tensor; inf and NaN are left alone.
+    """
     if x.dtype != torch.float32:
         return x
     drop = FP32_BITS - bits
@@ -37,6 +44,14 @@ class EmulatedBackend(CpuBackend):
         self.name = f"cpu-emulated-{emulation.mode}"
 
     def place(self, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Place a tensor as the CPU does, then round (and clamp) it as the emulated hardware would.
+
+        Args:
+            tensor: any tensor.
+            dtype: the dtype to cast to; None keeps the tensor's own.
+        Returns:
+            The placed tensor.
+        """
         out = super().place(tensor, dtype)
         if self.emulation.mantissa_bits is not None:
             out = round_mantissa(out, self.emulation.mantissa_bits)
@@ -45,6 +60,11 @@ class EmulatedBackend(CpuBackend):
         return out
 
     def identity(self) -> dict:
+        """The CPU's identity record, marked emulated and naming what it emulates.
+
+        Returns:
+            The identity record with backend, emulated and emulation set.
+        """
         ident = super().identity()
         ident.update({"backend": self.name, "emulated": True, "emulation": self.emulation.description})
         return ident

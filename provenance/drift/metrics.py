@@ -15,7 +15,20 @@ NON_FINITE = {"max_rel_err": None, "median_rel_err": None, "max_ulp": None, "med
 
 
 def errors(out: torch.Tensor, golden: torch.Tensor, dtype: torch.dtype) -> dict:
-    """Error metrics; an output with NaN or Inf (an overflow) gets no error numbers, only finite=False."""
+    """Error metrics of one output against its float64 golden, in msprobe's terms.
+
+    Args:
+        out: the output, on any device, in any dtype.
+        golden: the float64 golden output of the same shape.
+        dtype: the dtype whose ulp and share threshold apply (a dtype row of the precision table).
+    Returns:
+        max/median relative error, ulp statistics, the share above the dtype's threshold, the small-value
+        absolute error, the cosine and finite; an output with NaN or Inf (an overflow) gets no error
+        numbers, only finite=False.
+    Raises:
+        ValueError: the shapes differ.
+        MissingPrecisionRow: the dtype has no row in the precision table.
+    """
     o = out.detach().to("cpu", torch.float64).reshape(-1)
     if not torch.isfinite(o).all():
         return dict(NON_FINITE)
@@ -48,5 +61,12 @@ def errors(out: torch.Tensor, golden: torch.Tensor, dtype: torch.dtype) -> dict:
 
 
 def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same shape, same dtype, same bits.
+
+    Args:
+        a, b: tensors on any device.
+    Returns:
+        True when every byte is equal.
+    """
     a, b = a.detach().cpu(), b.detach().cpu()
     return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.reshape(-1).contiguous().view(torch.uint8), b.reshape(-1).contiguous().view(torch.uint8))

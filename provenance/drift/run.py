@@ -30,6 +30,16 @@ DRIFT_FLOOR = 1e-12  # drift below this is reported as this (keeps ratios finite
 
 @dataclass(frozen=True)
 class Config:
+    """One measured configuration: a backend, a dtype, a precision mode and the determinism setting.
+
+    Attributes:
+        backend: the Backend (an EmulatedBackend for emulated modes).
+        dtype_name: a measured dtype row's name.
+        mode: the mode row's (or emulation row's) name.
+        deterministic: torch.use_deterministic_algorithms during the run (None: left as it is).
+        emulated: the mode is emulated on the CPU, not set on hardware.
+    """
+
     backend: object
     dtype_name: str
     mode: str
@@ -43,11 +53,23 @@ class Config:
 
     @property
     def label(self) -> str:
+        """backend/dtype/mode, with +det when deterministic algorithms are forced: the key of verdicts_by_config."""
         det = "+det" if self.deterministic else ""
         return f"{self.backend.name}/{self.dtype_name}/{self.mode}{det}"
 
 
 def configs(backends, dtype_names) -> list[Config]:
+    """Every configuration drift measures on these backends.
+
+    Each dtype in IEEE mode; fp32 also with deterministic algorithms forced and in every reduced mode the
+    backend's device type has; on the CPU, every emulation row.
+
+    Args:
+        backends: Backend instances.
+        dtype_names: measured dtype rows' names.
+    Returns:
+        The configurations, in measurement order.
+    """
     out = []
     for b in backends:
         for dname in dtype_names:
@@ -72,6 +94,17 @@ def _run(kernel, placed, cfg: Config):
 
 
 def measure_kernel(name: str, kernel, inputs: dict, golden: torch.Tensor, cfg: Config) -> dict:
+    """Errors, determinism, slice invariance and time of one kernel in one configuration.
+
+    Args:
+        name: the kernel's name (a KERNELS row).
+        kernel: its DriftKernel row.
+        inputs: the kernel's real-weight inputs, on the CPU in float64.
+        golden: the kernel's float64 output on the CPU.
+        cfg: the configuration.
+    Returns:
+        The report row (docs/SCHEMAS.md), or None when an emulated mode does not apply to this kernel.
+    """
     dtype = dtype_row(cfg.dtype_name).torch_dtype
     source = inputs
     unpermute = None
@@ -110,7 +143,15 @@ def _slice_invariant(kernel, placed, full, cfg) -> bool | None:
 
 
 def check_determinism(fn, *args, repeats: int = REPEATS) -> bool:
-    """True when `fn(*args)` gives the same bits every time."""
+    """True when `fn(*args)` gives the same bits every time.
+
+    Args:
+        fn: the function to run.
+        *args: its arguments.
+        repeats: how many runs are compared bit for bit.
+    Returns:
+        Whether every run's output is bitwise equal to the first.
+    """
     first = fn(*args)
     return all(bitwise_equal(first, fn(*args)) for _ in range(repeats - 1))
 
@@ -183,7 +224,15 @@ KERNEL_ROLES = ("embed", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.
 
 def kernel_pair(views: dict) -> tuple[str, str]:
     """The first two models (in order) whose layer 0 has every role the kernels use, in the same shapes
-    (the gate projection is optional, but both or neither must have it)."""
+    (the gate projection is optional, but both or neither must have it).
+
+    Args:
+        views: label -> ModelView.
+    Returns:
+        Two labels; the same label twice when only one model qualifies.
+    Raises:
+        Unsupported: no model has what the kernels need.
+    """
     def shapes(v):
         return [v.shape(r, None if r == "embed" else 0) for r in KERNEL_ROLES]
 

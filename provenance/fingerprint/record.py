@@ -145,6 +145,10 @@ class Fingerprint:
         rows = self.feature("embed.rows")
         return None if rows is None else (self.doc["embedding"]["tokens"], rows)
 
+    def settings(self) -> dict:
+        """How the fingerprint was computed: n_anchors, max_neurons, compute_dtype, body_dims, body_basis."""
+        return self.doc["settings"]
+
     def body_basis(self) -> str:
         """How the body coordinates were chosen ('hidden' or a principal subspace)."""
         return self.doc.get("settings", {}).get("body_basis", "")

@@ -157,6 +157,8 @@ def summary_section(result, up: str | None = None) -> Section:
     Args:
         result: the comparison document.
         up: relative target of the report this one belongs to ("../../report.{ext}"), linked at the end.
+    Returns:
+        The lead Section.
     """
     headline, means, not_means = verdict_words(result["verdict"])
     best = deciding_signal(result)
