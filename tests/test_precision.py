@@ -7,7 +7,7 @@ import torch
 
 from provenance.backends import CpuBackend, backend_rank, get_backend, register_backend, unregister_backend
 from provenance.drift import compare_reports, run_drift
-from provenance.errors import BackendUnavailable, Unsupported
+from provenance.errors import BackendUnavailable, IncompatibleInputs, Unsupported
 from provenance.precision import (DTYPES, EMULATIONS, MissingPrecisionRow, dtype_row, dtype_row_of, emulation,
                                   measured_dtypes, mode_class, mode_flags, mode_row)
 
@@ -115,5 +115,5 @@ def test_drift_compare_ranks_a_registered_backend_by_its_own_rank(dummy_report, 
 
 def test_drift_compare_refuses_a_report_from_a_backend_it_cannot_rank(dummy_report):
     # DummyBackend is unregistered here: its rows cannot be ranked against the CPU's
-    with pytest.raises(BackendUnavailable, match=f"here-dummy.*no backend row '{DummyBackend.name}'"):
+    with pytest.raises(IncompatibleInputs, match=f"here-dummy.*no backend row '{DummyBackend.name}'"):
         compare_reports([dummy_report, dummy_report], ["here-dummy", "here-dummy"])

@@ -25,7 +25,7 @@ def _primary_backend(report, name: str) -> str:
     try:
         return max(present, key=backend_rank)
     except BackendUnavailable as exc:
-        raise BackendUnavailable(f"measured on a backend this install cannot rank: {exc}", name) from None
+        raise IncompatibleInputs(f"measured on a backend this install cannot rank: {exc}", name) from None
 
 
 def _key(row) -> tuple:
@@ -105,8 +105,8 @@ def compare_reports(reports: list[dict], names: list[str]) -> dict:
         The drift-compare document (docs/SCHEMAS.md), with status pass, warn or fail.
     Raises:
         MalformedInput: fewer than two reports, another schema, or a report with no measured rows.
-        IncompatibleInputs: the reports were measured on different inputs.
-        BackendUnavailable: a report's backend has no row in this install's backend registry.
+        IncompatibleInputs: the reports were measured on different inputs, or on a backend with no row in this
+            install's backend registry.
         MissingPrecisionRow: a row's dtype has no row in the precision table.
     """
     if len(reports) < 2:
