@@ -117,3 +117,14 @@ def test_drift_compare_refuses_a_report_from_a_backend_it_cannot_rank(dummy_repo
     # DummyBackend is unregistered here: its rows cannot be ranked against the CPU's
     with pytest.raises(IncompatibleInputs, match=f"here-dummy.*no backend row '{DummyBackend.name}'"):
         compare_reports([dummy_report, dummy_report], ["here-dummy", "here-dummy"])
+
+
+def test_drift_compare_names_the_report_whose_dtype_has_no_row(dummy_report):
+    cpu_only = copy.deepcopy(dummy_report)
+    cpu_only["rows"] = [r for r in cpu_only["rows"] if r["backend"] != DummyBackend.name]
+    odd = copy.deepcopy(cpu_only)
+    for report in (cpu_only, odd):
+        for r in report["rows"]:
+            r["dtype"] = "fp8"
+    with pytest.raises(MissingPrecisionRow, match="^odd.json: no dtype row 'fp8' in provenance/precision.py"):
+        compare_reports([cpu_only, odd], ["ref.json", "odd.json"])

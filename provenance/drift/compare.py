@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..backends import backend_rank
 from ..errors import BackendUnavailable, IncompatibleInputs, MalformedInput
-from ..precision import dtype_row, mode_class
+from ..precision import MissingPrecisionRow, dtype_row, mode_class
 from ..schemas import SCHEMA_VERSIONS, tool_record
 
 STATUS = ((1.0, "pass"), (2.0, "warn"))
@@ -26,6 +26,14 @@ def _primary_backend(report, name: str) -> str:
         return max(present, key=backend_rank)
     except BackendUnavailable as exc:
         raise IncompatibleInputs(f"measured on a backend this install cannot rank: {exc}", name) from None
+
+
+def _floor(dtype: str, name: str) -> float:
+    """The dtype row's floor; a dtype the precision table has no row for is named with its report."""
+    try:
+        return dtype_row(dtype).floor
+    except MissingPrecisionRow as exc:
+        raise MissingPrecisionRow(str(exc), name) from None
 
 
 def _key(row) -> tuple:
@@ -124,7 +132,7 @@ def compare_reports(reports: list[dict], names: list[str]) -> dict:
             if r["backend"] != backend or r["emulated"] or _key(r) not in ref_rows:
                 continue
             ref = ref_rows[_key(r)]
-            floor = dtype_row(r["dtype"]).floor
+            floor = _floor(r["dtype"], name)
             if r["max_rel_err"] is None or ref["max_rel_err"] is None:  # an overflow on one side or both
                 ratio = 1.0 if r["max_rel_err"] is ref["max_rel_err"] else (float("inf") if r["max_rel_err"] is None else 0.0)
             else:
