@@ -8,11 +8,13 @@ import os
 
 os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
 
-from .base import PRECISION_MODES, AcceleratorBackend, Availability, Backend  # noqa: E402
+from .base import AcceleratorBackend, Availability, Backend  # noqa: E402
 from .cpu import CpuBackend  # noqa: E402
 from .cuda import CudaBackend  # noqa: E402
 from .npu import NpuBackend  # noqa: E402
-from .registry import BACKENDS, available_backends, describe_backends, get_backend  # noqa: E402
+from .registry import (BACKENDS, available_backends, backend_rank, describe_backends, get_backend,  # noqa: E402
+                       register_backend, unregister_backend)
 
-__all__ = ["AcceleratorBackend", "Backend", "Availability", "PRECISION_MODES", "CpuBackend", "CudaBackend", "NpuBackend",
-           "BACKENDS", "available_backends", "describe_backends", "get_backend"]
+__all__ = ["AcceleratorBackend", "Backend", "Availability", "CpuBackend", "CudaBackend", "NpuBackend",
+           "BACKENDS", "available_backends", "backend_rank", "describe_backends", "get_backend", "register_backend",
+           "unregister_backend"]

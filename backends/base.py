@@ -11,57 +11,69 @@ from typing import Iterator
 
 import torch
 
+from ..precision import mode_flags, modes_on
+
 
 @dataclass(frozen=True)
 class Availability:
+    """Whether a backend can run here, and if not, why (one line for the user)."""
+
     available: bool
     reason: str = ""
 
 
-# Precision modes: what each means, and the flags it sets on each device type.
-# A mode absent for a device type does not exist there (TF32 has no NPU meaning, HF32 no CUDA one).
-PRECISION_MODES: dict[str, dict] = {
-    "ieee": {
-        "description": "IEEE fp32 matmul and convolution: no reduced-precision inputs",
-        "cpu": {}, "cuda": {"cuda_matmul_tf32": False, "cudnn_tf32": False}, "npu": {"npu_matmul_hf32": False, "npu_conv_hf32": False},
-    },
-    "tf32": {
-        "description": "TF32 tensor-core inputs (10-bit mantissa) for fp32 matmul and convolution",
-        "cuda": {"cuda_matmul_tf32": True, "cudnn_tf32": True},
-    },
-    "hf32": {
-        "description": "HF32 inputs (11-bit mantissa) for fp32 matmul and convolution on Ascend",
-        "npu": {"npu_matmul_hf32": True, "npu_conv_hf32": True},
-    },
-}
-
-
 class Backend:
-    """Subclasses set `name` and `device_type` and override what differs on their device."""
+    """Subclasses set `name`, `device_type` and `rank` and override what differs on their device.
+
+    Attributes:
+        name: the backend's name in reports and on the command line.
+        device_type: torch's device type; the precision table's mode rows are keyed by it.
+        rank: which backend a drift report stands for when it measured several (highest first):
+            an accelerator outranks the CPU every machine also has.
+    """
 
     name = "base"
     device_type = "cpu"
+    rank = 0
 
     def __init__(self, index: int = 0):
         self.index = index
 
     # detection ------------------------------------------------------------
     def probe(self) -> Availability:
+        """Detect the device without failing.
+
+        Returns:
+            Availability: available, or the reason it is not.
+        """
         raise NotImplementedError
 
     @property
     def device(self) -> torch.device:
+        """The torch device this backend places tensors on."""
         return torch.device(self.device_type, self.index) if self.device_type != "cpu" else torch.device("cpu")
 
     # placement and timing -------------------------------------------------
     def place(self, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Move a tensor to the device, optionally casting it.
+
+        Args:
+            tensor: any tensor.
+            dtype: the dtype to cast to; None keeps the tensor's own.
+        Returns:
+            The tensor on this backend's device.
+        """
         return tensor.to(device=self.device, dtype=dtype or tensor.dtype)
 
     def synchronize(self) -> None:
-        pass
+        """Wait until the device has finished its queued work (a no-op on the CPU)."""
 
     def new_event(self):
-        """A timing event on the device (torch.cuda.Event and its mirrors), or None to time on the host."""
+        """A timing event on the device (torch.cuda.Event and its mirrors), or None to time on the host.
+
+        Returns:
+            A device event with record/synchronize/elapsed_time, or None.
+        """
         return None
 
     @contextlib.contextmanager
@@ -83,14 +95,26 @@ class Backend:
         out["ms"] = start.elapsed_time(end)
 
     def memory_stats(self) -> dict:
+        """Peak device memory since the last reset.
+
+        Returns:
+            {"max_allocated_bytes", "max_reserved_bytes"} on accelerators; {} where the device keeps none.
+        """
         return {}
 
     def reset_peak_memory(self) -> None:
-        pass
+        """Start a new peak-memory measurement (a no-op where the device keeps none)."""
 
     # precision and determinism --------------------------------------------
     def modes(self) -> list[str]:
-        return [m for m, spec in PRECISION_MODES.items() if self.device_type in spec]
+        """The precision modes that exist on this backend's device type (provenance/precision.py).
+
+        Returns:
+            Mode names, "ieee" first.
+        Raises:
+            MissingPrecisionRow: no mode row has flags for this device type.
+        """
+        return modes_on(self.device_type)
 
     def _read_flags(self) -> dict:
         return {}
@@ -100,15 +124,20 @@ class Backend:
 
     @contextlib.contextmanager
     def precision(self, mode: str = "ieee", deterministic: bool | None = None) -> Iterator[None]:
-        """Pin a precision mode (and optionally deterministic algorithms), restoring both after."""
-        spec = PRECISION_MODES.get(mode, {})
-        if self.device_type not in spec:
-            raise ValueError(f"precision mode {mode!r} does not exist on {self.name}")
+        """Pin a precision mode (and optionally deterministic algorithms), restoring both after.
+
+        Args:
+            mode: a mode row's name (provenance/precision.py).
+            deterministic: force deterministic algorithms on or off; None leaves them as they are.
+        Raises:
+            MissingPrecisionRow: the mode has no row, or none for this backend's device type.
+        """
+        flags = mode_flags(mode, self.device_type)
         saved_flags = self._read_flags()
         saved_det = torch.are_deterministic_algorithms_enabled()
         saved_matmul = torch.get_float32_matmul_precision()
         try:
-            self._write_flags(spec[self.device_type])
+            self._write_flags(flags)
             if deterministic is not None:
                 torch.use_deterministic_algorithms(deterministic)
             yield
@@ -119,13 +148,27 @@ class Backend:
 
     # identity -----------------------------------------------------------------
     def device_name(self) -> str:
+        """The device's marketing name.
+
+        Returns:
+            A name for people ("NVIDIA H100 80GB HBM3", a CPU model).
+        """
         return platform.processor() or platform.machine()
 
     def versions(self) -> dict:
+        """Runtime and library versions and device properties for the identity record.
+
+        Returns:
+            A flat dict merged into identity(); {} when the device has none to add.
+        """
         return {}
 
     def identity(self) -> dict:
-        """Who computed a result: device, software versions and every numeric flag in force."""
+        """Who computed a result: device, software versions and every numeric flag in force.
+
+        Returns:
+            The identity record (docs/SCHEMAS.md).
+        """
         return {
             "backend": self.name,
             "device": str(self.device),
@@ -149,6 +192,11 @@ class AcceleratorBackend(Backend):
     device type, else torch.<device>, whose API torch_npu mirrors from torch.cuda."""
 
     def api(self):
+        """The module whose device API serves this device type.
+
+        Returns:
+            torch.accelerator where it serves this device type (torch >= 2.6), else torch.<device_type>.
+        """
         generic = getattr(torch, "accelerator", None)
         if generic is not None and hasattr(generic, "max_memory_allocated"):
             current = generic.current_accelerator()
@@ -157,15 +205,27 @@ class AcceleratorBackend(Backend):
         return getattr(torch, self.device_type)
 
     def synchronize(self) -> None:
+        """Wait for the device's queued work."""
         self.api().synchronize(self.device)
 
     def new_event(self):
+        """A device timing event.
+
+        Returns:
+            torch.Event on this device, with timing enabled.
+        """
         return torch.Event(self.device, enable_timing=True)
 
     def memory_stats(self) -> dict:
+        """Peak device memory since the last reset.
+
+        Returns:
+            {"max_allocated_bytes", "max_reserved_bytes"}.
+        """
         api = self.api()
         return {"max_allocated_bytes": api.max_memory_allocated(self.device),
                 "max_reserved_bytes": api.max_memory_reserved(self.device)}
 
     def reset_peak_memory(self) -> None:
+        """Start a new peak-memory measurement."""
         self.api().reset_peak_memory_stats(self.device)

@@ -34,7 +34,13 @@ def _cpuinfo() -> tuple[str | None, list[str] | None]:
 
 
 def isa_flags(flags: list[str] | None) -> list[str] | None:
-    """The flags that matter to torch's CPU kernels, sorted; None when the flags could not be read."""
+    """The flags that matter to torch's CPU kernels.
+
+    Args:
+        flags: the CPU's flags as /proc/cpuinfo lists them, or None when unreadable.
+    Returns:
+        The relevant flags, sorted; None when the flags could not be read.
+    """
     if flags is None:
         return None
     return sorted(f for f in set(flags) if f in ISA_FLAGS or f.startswith(ISA_PREFIXES))
@@ -45,18 +51,35 @@ def _cpu_model() -> str:
 
 
 class CpuBackend(Backend):
+    """The host CPU: always available, and where the float64 golden runs."""
+
     name = "cpu"
     device_type = "cpu"
+    rank = 10
 
     def probe(self) -> Availability:
+        """The CPU is always there.
+
+        Returns:
+            Availability(True).
+        """
         return Availability(True, "")
 
     def device_name(self) -> str:
+        """The CPU model.
+
+        Returns:
+            /proc/cpuinfo's model name, else what the platform module says.
+        """
         return _cpu_model()
 
     def versions(self) -> dict:
         """Besides versions, the instruction set torch dispatches to: the same training gives different bits
-        on AVX2 and AVX-512, so a result's CPU capability is part of who computed it."""
+        on AVX2 and AVX-512, so a result's CPU capability is part of who computed it.
+
+        Returns:
+            mkldnn, cpu_capability, cpu_capability_override, cpu_model, machine and isa_flags.
+        """
         return {"mkldnn": torch.backends.mkldnn.is_available(),
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "cpu_capability_override": os.environ.get("ATEN_CPU_CAPABILITY"),

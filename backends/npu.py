@@ -16,7 +16,11 @@ from .base import AcceleratorBackend, Availability
 
 @lru_cache(maxsize=1)
 def import_torch_npu():
-    """(module, None) or (None, reason). Never raises."""
+    """Import torch_npu once, never raising.
+
+    Returns:
+        (module, None), or (None, the reason it is unusable).
+    """
     if importlib.util.find_spec("torch_npu") is None:
         return None, "torch_npu is not installed (pip install 'provenance-verifier[npu]' on an Ascend host)"
     try:
@@ -26,10 +30,19 @@ def import_torch_npu():
 
 
 class NpuBackend(AcceleratorBackend):
+    """An Ascend NPU through torch_npu."""
+
     name = "npu"
     device_type = "npu"
+    rank = 30
 
     def probe(self) -> Availability:
+        """Detect an Ascend NPU without failing: torch_npu missing or broken, no device and a missing index are
+        each a reason.
+
+        Returns:
+            Availability.
+        """
         module, reason = import_torch_npu()
         if module is None:
             return Availability(False, reason)
@@ -56,9 +69,19 @@ class NpuBackend(AcceleratorBackend):
             torch.npu.conv.allow_hf32 = flags["npu_conv_hf32"]
 
     def device_name(self) -> str:
+        """The NPU's name.
+
+        Returns:
+            torch.npu.get_device_name for this device.
+        """
         return torch.npu.get_device_name(self.index)
 
     def versions(self) -> dict:
+        """torch_npu, CANN and SoC versions (None where torch_npu cannot say).
+
+        Returns:
+            torch_npu, cann and soc_version.
+        """
         module, _ = import_torch_npu()
         out = {"torch_npu": getattr(module, "__version__", None), "cann": None, "soc_version": None}
         with contextlib.suppress(Exception):

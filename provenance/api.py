@@ -18,12 +18,12 @@ from . import errors, limits
 from .atomic import write_json
 from .backends import BACKENDS, Backend, describe_backends, get_backend
 from .drift import compare_reports, run_drift
-from .drift.run import DTYPES
 from .fingerprint import Fingerprint, fingerprint_model, is_fingerprint_file, load_fingerprint
 from .io.base import read_json_file
 from .lineage import compare_fingerprints
 from .model import inspect_model
 from .outputs import refuse_outputs
+from .precision import measured_dtypes
 from .report.drift import write_drift_comparison, write_drift_report
 from .report.lineage import write_comparison_report
 from .report.schemas import errors as schema_errors
@@ -32,8 +32,7 @@ from .suite import run_demo, run_suite
 from .zoo import DEMO_MODELS, build_many
 
 DEFAULT_DTYPES = ("fp32", "bf16", "fp16")
-BACKEND_NAMES = tuple(BACKENDS)  # what --backends accepts (with an optional ":N" device index)
-DTYPE_NAMES = tuple(DTYPES)  # what --dtypes accepts
+DTYPE_NAMES = measured_dtypes()  # what --dtypes accepts
 
 
 @dataclass
@@ -53,40 +52,55 @@ class Result:
     written: list[Path] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        """The JSON document (a dict ready for json.dumps)."""
+        """The JSON document.
+
+        Returns:
+            The document, a dict ready for json.dumps.
+        """
         return self.document
 
 
 @dataclass
 class BackendsResult(Result):
+    """Every registered backend, whether it is available here and why not (`backends()`)."""
+
     @property
     def rows(self) -> list[dict]:
+        """One row per backend: name, available, reason, identity."""
         return self.document["backends"]
 
 
 @dataclass
 class InspectResult(Result):
-    pass
+    """A checkpoint's facts and role map, from headers (`inspect()`)."""
 
 
 @dataclass
 class FingerprintResult(Result):
+    """A computed fingerprint (`fingerprint()`); `fingerprint` is the record itself."""
+
     fingerprint: Fingerprint | None = None
 
 
 @dataclass
 class CompareResult(Result):
+    """A lineage comparison of two models (`compare()`)."""
+
     @property
     def verdict(self) -> str:
+        """derived, independent or inconclusive."""
         return self.document["verdict"]
 
     @property
     def p_value(self) -> float | None:
+        """The deciding p-value (None when no calibrated signal could be used)."""
         return self.document["p_value"]
 
 
 @dataclass
 class DriftResult(Result):
+    """A drift report: every kernel on every backend, dtype and mode against float64 (`drift()`)."""
+
     @property
     def stable(self) -> bool:
         """True when no verdict between the models flips in any configuration."""
@@ -95,15 +109,21 @@ class DriftResult(Result):
 
 @dataclass
 class DriftCompareResult(Result):
+    """Drift reports from different machines compared (`drift_compare()`)."""
+
     @property
     def status(self) -> str:
+        """pass, warn or fail."""
         return self.document["status"]
 
 
 @dataclass
 class SuiteResult(Result):
+    """An evidence bundle's index document (`suite()`, `demo()`)."""
+
     @property
     def summary(self) -> str:
+        """The bundle's one-paragraph summary."""
         return self.document["summary"]
 
 
@@ -137,6 +157,9 @@ def verify_fingerprint(fp: str | Path, model: str | Path, *, backend: str | Back
 def generate_keys(private: str | Path, public: str | Path) -> str:
     """Write a new ed25519 key pair for signing fingerprints (the private file is never overwritten).
 
+    Args:
+        private: the PEM private key file to create.
+        public: the PEM public key file to write.
     Returns:
         The public key, raw, in hex.
     """

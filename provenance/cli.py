@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from . import __distribution__, __version__, errors
 from .claims.cli import claim_app
 from .index.cli import index_app
+from .terminal import PROG, STATE, check_failed, display_path, print_written, progress_wanted, say
 
 
 def _lazy_module(name: str):
@@ -36,8 +37,6 @@ def _lazy_module(name: str):
 
 api = _lazy_module("provenance.api")
 
-PROG = "provenance"
-STATE = {"debug": False, "quiet": False}
 VOCAB_HELP = "Tokenizer file (tokenizer.json, vocab.json, vocab.txt) for checkpoints that ship none, e.g. ONNX exports."
 JSON_HELP = "Print the JSON document (see docs/SCHEMAS.md) instead of a table."
 REPORT_HELP = "Directory for a Markdown/HTML report with plots."
@@ -51,7 +50,7 @@ class Verdict(str, Enum):
 
 def _is_backend(word: str) -> bool:
     kind, colon, index = word.partition(":")
-    return kind in api.BACKEND_NAMES and (not colon or index.isdigit())
+    return kind in api.BACKENDS and (not colon or index.isdigit())
 
 
 def _is_dtype(word: str) -> bool:
@@ -117,34 +116,6 @@ def _global(debug: bool = typer.Option(False, "--debug", help="Show a traceback 
     # A command is about to run: load the library now, in one piece. Left lazy, its first touch could come from
     # inside another import (torch inspects loaded modules while it imports) and find a half-initialized package.
     api.DTYPE_NAMES
-
-
-def _progress() -> bool:
-    return not STATE["quiet"]
-
-
-def _say(text: str) -> None:
-    """A line for the person at the terminal, on stderr (stdout may be JSON); newlines and escape sequences
-    that came from inputs (paths, labels) are shown escaped, so it stays one line."""
-    from .terminal import escape_terminal
-    print(f"{PROG}: {escape_terminal(text)}", file=sys.stderr, flush=True)
-
-
-def _shown(path) -> str:
-    from .terminal import display_path
-    return display_path(path)
-
-
-def _check_failed(why: str) -> int:
-    _say(f"{why}: exit {errors.CHECK_FAILED}")
-    return errors.CHECK_FAILED
-
-
-def _print_written(output: Optional[Path], report: Optional[Path]) -> None:
-    if output is not None:
-        _say(f"wrote {output}")
-    if report is not None:
-        _say(f"wrote {report / 'report.html'} and {report / 'report.md'}")
 
 
 def _emit(doc: dict, as_json: bool, human) -> None:
@@ -223,10 +194,10 @@ def fingerprint(model: Path = typer.Argument(..., help="Checkpoint file or direc
     if not output.name.endswith(".safetensors"):
         raise typer.BadParameter("the output name must end in .safetensors", param_hint="--output")
     result = api.fingerprint(model, output, backend=backend, label=label, vocab=vocab, keep_path=keep_path,
-                             progress=_progress(), sign_key=sign)
+                             progress=progress_wanted(), sign_key=sign)
     fp = result.fingerprint
-    typer.echo(f"fingerprint of {_shown(model)} ({fp.num_layers} layers, {fp.doc['settings']['n_anchors']} anchors) "
-               f"written to {_shown(output)}{' (signed)' if sign else ''}")
+    typer.echo(f"fingerprint of {display_path(model)} ({fp.num_layers} layers, {fp.settings()['n_anchors']} anchors) "
+               f"written to {display_path(output)}{' (signed)' if sign else ''}")
 
 
 @fingerprint_app.command("verify", short_help="Does a fingerprint come from these weights?")
@@ -237,7 +208,7 @@ def fingerprint_verify(fp: Path = typer.Argument(..., metavar="FP", help="Finger
                        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")):
     """Recompute the fingerprint from the weights and compare a sample of its layers with the file's; also
     the files' hashes and shape facts it records. Exits 1 when the file does not match the weights."""
-    result = api.verify_fingerprint(fp, model, backend=backend, trust=trust, progress=_progress())
+    result = api.verify_fingerprint(fp, model, backend=backend, trust=trust, progress=progress_wanted())
 
     def human(r):
         for c in r["checks"]:
@@ -246,7 +217,7 @@ def fingerprint_verify(fp: Path = typer.Argument(..., metavar="FP", help="Finger
         typer.echo(f"fingerprint {'matches' if r['match'] else 'does NOT match'} the weights")
     _emit(result, as_json, human)
     if not result["match"]:
-        return _check_failed(f"{_shown(fp)} does not match the weights of {_shown(model)}")
+        return check_failed(f"{display_path(fp)} does not match the weights of {display_path(model)}")
     return errors.OK
 
 
@@ -254,7 +225,7 @@ def fingerprint_verify(fp: Path = typer.Argument(..., metavar="FP", help="Finger
 def fingerprint_keygen(private: Path = typer.Argument(..., help="Private key file to create (PEM, mode 600; never overwritten)."),
                        public: Path = typer.Argument(..., help="Public key file to write (PEM), to hand to whoever checks.")):
     """Create an ed25519 key pair: sign fingerprints with the private key, give others the public key."""
-    typer.echo(f"public key {api.generate_keys(private, public)} written to {_shown(public)}")
+    typer.echo(f"public key {api.generate_keys(private, public)} written to {display_path(public)}")
 
 
 @app.command(short_help="Was B derived from A? A calibrated verdict.")
@@ -268,7 +239,7 @@ def compare(a: Path = typer.Argument(..., help="Model A: checkpoint or fingerpri
             vocab: Optional[Path] = typer.Option(None, "--vocab", help=VOCAB_HELP),
             trust: Optional[Path] = typer.Option(None, "--trust", metavar="PUBKEY", help=TRUST_HELP)):
     """Was B derived from A? A verdict with calibrated evidence: derived, independent or inconclusive."""
-    result = api.compare(a, b, backend=backend, vocab=vocab, report=report, progress=_progress(), trust=trust)
+    result = api.compare(a, b, backend=backend, vocab=vocab, report=report, progress=progress_wanted(), trust=trust)
 
     def human(r):
         p = "n/a" if r["p_value"] is None else f"{r['p_value']:.3g}"
@@ -280,9 +251,9 @@ def compare(a: Path = typer.Argument(..., help="Model A: checkpoint or fingerpri
             typer.echo(f"  {s['name']:16} {stat}{sp}{'' if s['used'] else '  (not used)'}")
         typer.echo(f"layer map: {' '.join(f'{i}->{j}' for i, j in r['layer_map'])}")
     _emit(result.to_json(), as_json, human)
-    _print_written(None, report)
+    print_written(None, report)
     if fail_on is not None and result.verdict == fail_on.value:
-        return _check_failed(f"verdict is {result.verdict} (--fail-on {fail_on.value})")
+        return check_failed(f"verdict is {result.verdict} (--fail-on {fail_on.value})")
     return errors.OK
 
 
@@ -309,7 +280,7 @@ def drift_run(models: Optional[List[Path]] = typer.Argument(None, metavar="MODEL
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Measure every kernel on every backend, dtype and precision mode against float64, and whether any
     verdict between the models flips; exits 1 if one does."""
-    result = api.drift(models, backends=backend, dtypes=dtype, output=output, report=report, progress=_progress())
+    result = api.drift(models, backends=backend, dtypes=dtype, output=output, report=report, progress=progress_wanted())
 
     def human(r):
         for row in r["rows"]:
@@ -323,10 +294,10 @@ def drift_run(models: Optional[List[Path]] = typer.Argument(None, metavar="MODEL
                 "unbounded (no measurable drift)" if v.get("drift_at_floor") else f"{v['margin_to_drift']:.3g}")
             typer.echo(f"{' vs '.join(v['pair'])}: {v['verdict']}, {'stable' if v['stable'] else 'FLIPS'}, margin/drift {m}")
     _emit(result.to_json(), as_json, human)
-    _print_written(output, report)
+    print_written(output, report)
     flips = [" vs ".join(v["pair"]) for v in result.document["verdicts"] if not v["stable"]]
     if flips:
-        return _check_failed(f"the verdict of {flips[0]} flips under drift"
+        return check_failed(f"the verdict of {flips[0]} flips under drift"
                              + (f" (and {len(flips) - 1} more)" if len(flips) > 1 else ""))
     return errors.OK
 
@@ -352,9 +323,9 @@ def drift_compare(reports: List[Path] = typer.Argument(..., metavar="REPORT", he
         counts = ", ".join(f"{n} {status}" for status, n in r["counts"].items())
         typer.echo(f"drift comparison: {r['status']} ({counts})")
     _emit(result.to_json(), as_json, human)
-    _print_written(output, report)
+    print_written(output, report)
     if result.status == "fail":
-        return _check_failed(f"drift comparison failed ({result.document['counts'].get('fail', 0)} kernel rows fail)")
+        return check_failed(f"drift comparison failed ({result.document['counts'].get('fail', 0)} kernel rows fail)")
     return errors.OK
 
 
@@ -366,7 +337,7 @@ def suite(models: List[Path] = typer.Argument(..., metavar="MODEL", help="Checkp
           vocab: Optional[Path] = typer.Option(None, "--vocab", help=VOCAB_HELP)):
     """Run every capability on the models across backends (inspect, fingerprint, compare every pair,
     drift) and write an evidence bundle with a report."""
-    result = api.suite(models, out, backends=backend, vocab=vocab, progress=_progress())
+    result = api.suite(models, out, backends=backend, vocab=vocab, progress=progress_wanted())
     typer.echo(f"evidence bundle written to {out} ({result.summary})")
     typer.echo(f"read {out / 'report.md'} or open {out / 'report.html'}")
 
@@ -378,7 +349,7 @@ def demo(out: Path = typer.Option(Path("provenance-demo"), "--out", "-o", help="
          no_claims: bool = typer.Option(False, "--no-claims", help="Skip the platform-claims demo (an honest training "
                                                                    "segment and three spoofs, replayed; about a minute).")):
     """Build the embedded tiny-model zoo (trained here, no download) and run the suite on it, then the platform-claims demo."""
-    result = api.demo(out, backends=backend, progress=_progress(), claims=not no_claims)
+    result = api.demo(out, backends=backend, progress=progress_wanted(), claims=not no_claims)
     typer.echo(f"demo evidence bundle written to {out} ({result.summary})")
     typer.echo(f"read {out / 'report.md'} or open {out / 'report.html'}")
 
@@ -390,7 +361,7 @@ def _usage_error(exc: Exception) -> int:
         return exc.exit_code
     ctx = getattr(exc, "ctx", None)
     where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-    _say(f"usage error: {' '.join(exc.format_message().split())}{where}")
+    say(f"usage error: {' '.join(exc.format_message().split())}{where}")
     return exc.exit_code
 
 
@@ -408,17 +379,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = command.main(args=argv, prog_name=PROG, standalone_mode=False)
         if rv == errors.INTERRUPTED:  # typer turns Ctrl-C into a returned 130
-            _say("interrupted; no partial output was written")
+            say("interrupted; no partial output was written")
         return rv if isinstance(rv, int) else errors.OK
     except errors.ProvenanceError as exc:
         if STATE["debug"]:
             traceback.print_exc()
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        _say("interrupted; no partial output was written")
+        say("interrupted; no partial output was written")
         return errors.INTERRUPTED
     except Exception as exc:
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
@@ -427,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         if STATE["debug"]:
             traceback.print_exc()
         text = " ".join(str(exc).split())[:300]
-        _say(f"internal error: {type(exc).__name__}: {text} (rerun with --debug for a traceback)")
+        say(f"internal error: {type(exc).__name__}: {text} (rerun with --debug for a traceback)")
         return errors.INTERNAL
 
 

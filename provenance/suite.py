@@ -74,8 +74,8 @@ def _stage_fingerprint(ctx: SuiteContext):
             fp.save(ctx.out / name)
             ctx.fingerprints[(label, b.name)] = fp
             out.setdefault(label, {})[b.name] = {"file": name, "ms": t["ms"], "layers": fp.num_layers,
-                                                  "anchors": fp.doc["settings"]["n_anchors"]}
-            rows.append([label, b.name, fp.num_layers, fp.doc["settings"]["n_anchors"], t["ms"]])
+                                                  "anchors": fp.settings()["n_anchors"]}
+            rows.append([label, b.name, fp.num_layers, fp.settings()["n_anchors"], t["ms"]])
     return out, [Section("Fingerprints", "One streaming pass per model and backend; the files are in fingerprints/.",
                          ["model", "backend", "layers", "anchors", "time (ms)"], rows)]
 

@@ -19,6 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from provenance.fingerprint.record import tensor_key
+
 from .hostile_corpus import _Code, _gguf_bytes, valid_state
 
 OK, CHECK, USAGE, NOT_FOUND, MALFORMED, UNSAFE, UNSUPPORTED = 0, 1, 2, 3, 4, 5, 6
@@ -121,8 +123,8 @@ _fp_doc_case("fp-doc-no-layers", doc_fn=_drop("layers"))
 _fp_doc_case("fp-doc-no-anchors", doc_fn=_drop("anchors"))
 _fp_doc_case("fp-doc-zero-layers", doc_fn=_set(["layers"], []))
 _fp_doc_case("fp-doc-3000-layers", doc_fn=lambda doc: {**doc, "layers": doc["layers"] * 750})
-_fp_doc_case("fp-gram-wrong-size", tensor_fn=lambda t: t.__setitem__("layer.0.gram.q", torch.ones(3, 3)))
-_fp_doc_case("fp-nan-in-one-layer", tensor_fn=lambda t: t["layer.1.gram.k"].__setitem__((0, 0), float("nan")))
+_fp_doc_case("fp-gram-wrong-size", tensor_fn=lambda t: t.__setitem__(tensor_key("gram.q", 0), torch.ones(3, 3)))
+_fp_doc_case("fp-nan-in-one-layer", tensor_fn=lambda t: t[tensor_key("gram.k", 1)].__setitem__((0, 0), float("nan")))
 _fp_doc_case("fp-sigma-a-string", doc_fn=lambda doc: (doc["layers"][0].__setitem__("sigma", "big"), doc)[1])
 # forged without resealing: the digest refuses them
 _fp_doc_case("fp-claims-other-hash", doc_fn=_set(["model", "content_hash"], "ab" * 32), reseal=False)

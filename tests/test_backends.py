@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from provenance import backends
-from provenance.backends import BACKENDS, PRECISION_MODES, get_backend
+from provenance.backends import BACKENDS, get_backend
 from provenance.backends.npu import NpuBackend, import_torch_npu
 from provenance.errors import BackendUnavailable
+from provenance.precision import MODES, MissingPrecisionRow
 
 
 def test_cpu_is_available_with_a_full_identity_record():
@@ -95,16 +96,43 @@ def test_precision_context_pins_and_restores_determinism():
 
 
 def test_precision_modes_table_is_consistent():
-    for mode, spec in PRECISION_MODES.items():
-        assert spec["description"]
-        for device_type in spec:
-            if device_type != "description":
-                assert device_type in {cls.device_type for cls in BACKENDS.values()}
+    device_types = {cls.device_type for cls in BACKENDS.values()}
+    for row in MODES:
+        assert row.description and row.mode_class
+        assert set(row.flags) <= device_types
+    ieee = next(r for r in MODES if r.name == "ieee")
+    assert set(ieee.flags) == device_types  # every device type can at least run IEEE fp32
     cpu = get_backend("cpu")
     assert cpu.modes() == ["ieee"]
-    with pytest.raises(ValueError):
+    with pytest.raises(MissingPrecisionRow, match="'tf32' does not exist on device type 'cpu'"):
         with cpu.precision("tf32"):
             pass
+
+
+def test_backends_rank_accelerators_above_the_cpu():
+    ranks = {name: cls.rank for name, cls in BACKENDS.items()}
+    assert ranks["npu"] > ranks["cuda"] > ranks["cpu"] > 0
+    assert len(set(ranks.values())) == len(ranks)
+
+
+def test_a_rocm_build_reports_its_hip_version(monkeypatch):
+    import types
+
+    from provenance.backends import CudaBackend
+    monkeypatch.setattr(torch.version, "hip", "6.2.41133", raising=False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    props = types.SimpleNamespace(major=9, minor=4, total_memory=192 * 2 ** 30, gcnArchName="gfx942:sramecc+:xnack-")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "AMD Instinct MI300X")
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 3001000)
+    ident = CudaBackend().identity()
+    assert ident["backend"] == "cuda" and ident["device_name"] == "AMD Instinct MI300X"
+    assert ident["runtime"] == "rocm" and ident["hip"] == "6.2.41133" and ident["cuda"] is None
+    assert ident["gpu_arch"].startswith("gfx942")
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    ident = CudaBackend().identity()
+    assert ident["runtime"] == "cuda" and ident["hip"] is None and "gpu_arch" not in ident
 
 
 def test_cpu_timer_measures_time():

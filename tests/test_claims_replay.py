@@ -142,6 +142,18 @@ def test_reference_outputs_of_other_weights_are_inconsistent(demo, tmp_path, cap
     assert next(c for c in doc["checks"] if c["name"] == "reference_outputs")["strength"] == "strong"
 
 
+def test_claim_verify_prints_through_the_shared_lines(demo, tmp_path, capsys):
+    claim = _reference(_copy(demo, tmp_path))
+    out = tmp_path / "c.json"
+    assert main(["-q", "claim", "verify", str(claim), "-o", str(out), "--fail-on", "consistent"]) == errors.CHECK_FAILED
+    err = capsys.readouterr().err.splitlines()  # the top-level --quiet silences the claim's progress too
+    assert err == [f"provenance: wrote {out}", f"provenance: verdict is consistent (--fail-on consistent): exit {errors.CHECK_FAILED}"]
+    assert main(["claim", "verify", str(claim), "-o", str(tmp_path / "d.json")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == f"provenance: wrote {tmp_path / 'd.json'}"
+    assert len(err) > 1 and all(line.startswith("provenance: claim: ") for line in err[:-1])
+
+
 @pytest.mark.parametrize("corrupt, words", [
     (lambda t: t["logits"].__setitem__((0, 0, 0), float("nan")), "NaN"),
     (lambda t: t.__setitem__("logits", t["logits"][..., :10].contiguous()), "shape"),

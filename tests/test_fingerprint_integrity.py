@@ -11,6 +11,7 @@ from provenance.cli import main
 from provenance.errors import MalformedInput
 from provenance.fingerprint import load_fingerprint
 from provenance.fingerprint.integrity import DIGEST_KEY, digest
+from provenance.fingerprint.record import tensor_key
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def _rewrite(src, dst, doc_fn=None, tensor_fn=None, meta_fn=None, reseal=False):
 
 
 def _zero(tensors):
-    tensors["layer.0.gram.q"].zero_()
+    tensors[tensor_key("gram.q", 0)].zero_()
 
 
 EDITS = {

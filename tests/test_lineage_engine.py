@@ -14,7 +14,9 @@ import torch
 from provenance.backends import get_backend
 from provenance.errors import MalformedInput, Unsupported
 from provenance.fingerprint import Fingerprint, fingerprint_model, load_fingerprint
+from provenance.fingerprint.record import tensor_key
 from provenance.lineage import Signal, compare_fingerprints, register, unregister
+from provenance.report.lineage import write_comparison_report
 from provenance.zoo import DEMO_MODELS
 
 FIXTURE = Path(__file__).parent / "data" / "compare_demo_v1.json"
@@ -67,7 +69,7 @@ def test_engine_reproduces_the_captured_demo_comparisons(demo_fps):
         assert_same(fresh, before, f"{a} vs {b}")
 
 
-def test_a_registered_signal_flows_into_the_verdict_and_the_json(demo_fps):
+def test_a_registered_signal_flows_into_the_verdict_the_json_and_the_report(demo_fps, tmp_path):
     def constant_diagonal(ctx, pairs=None):
         m = np.full((ctx.fa.num_layers, ctx.fb.num_layers), 0.1)
         np.fill_diagonal(m, 0.9)
@@ -84,6 +86,10 @@ def test_a_registered_signal_flows_into_the_verdict_and_the_json(demo_fps):
     assert r["verdict"] == "derived" and "dummy_diagonal" in r["reason"]
     assert r["matrices"]["dummy_diagonal"][0][0] == 0.9 and r["decision_rule"]["min_effect"] == {"dummy_diagonal": 0.5}
     assert "dummy_diagonal" not in [s["name"] for s in compare_fingerprints(demo_fps["base-s0"], demo_fps["base-s1"])["signals"]]
+    write_comparison_report(tmp_path, r, demo_fps["base-s0"], demo_fps["base-s1"])
+    report = (tmp_path / "report.md").read_text()
+    assert "dummy_diagonal" in report and "test signal" in report  # its row, and its note
+    assert (tmp_path / "figures" / "signal_dummy_diagonal.png").is_file()  # its figure: matrix and null
 
 
 def test_fingerprint_documents_name_no_local_path_unless_asked(zoo):
@@ -114,7 +120,7 @@ def test_an_older_schema_is_refused_with_its_version(demo_fps, tmp_path):
 def test_inconsistent_shapes_are_malformed_not_a_crash(demo_fps, tmp_path):
     fp = demo_fps["base-s0"]
     tensors = dict(fp.tensors)
-    tensors["layer.1.body.qk"] = tensors["layer.1.body.qk"][:5]
+    tensors[tensor_key("body.qk", 1)] = tensors[tensor_key("body.qk", 1)][:5]
     Fingerprint(json.loads(json.dumps(fp.doc)), tensors).save(tmp_path / "bad.safetensors")
     with pytest.raises(MalformedInput, match="layer 1 body.qk has shape"):
         load_fingerprint(tmp_path / "bad.safetensors")

@@ -34,11 +34,25 @@ def _org(text: str) -> str | None:
 
 
 def claimed_vendor(claim: Claim) -> str:
+    """The claim's vendor, spelled as the table of known vendors spells it.
+
+    Args:
+        claim: the parsed claim.
+    Returns:
+        The canonical vendor name, else the claim's own words ("" when none).
+    """
     vendor = (claim.claim.get("vendor") or "").strip().lower()
     return known.VENDORS.get(vendor, claim.claim.get("vendor") or "")
 
 
 def claimed_platform(claim: Claim) -> dict | None:
+    """The known chip the claim names (the longest table name found in its chip field).
+
+    Args:
+        claim: the parsed claim.
+    Returns:
+        {"name", "vendor", "platform", "dtypes"}, or None when the chip is not in the table.
+    """
     chip = (claim.claim.get("chip") or "").strip().lower()
     for name in sorted(known.CHIPS, key=len, reverse=True):  # "ascend 910b" before "ascend 910"
         if name in chip:
@@ -52,7 +66,13 @@ def _model_dir(claim: Claim) -> Path:
 
 
 def audit_claim_itself(claim: Claim) -> list[Check]:
-    """The claim against itself: a chip that cannot compute the claimed dtype, a vendor that does not make the chip."""
+    """The claim against itself: a chip that cannot compute the claimed dtype, a vendor that does not make the chip.
+
+    Args:
+        claim: the parsed claim.
+    Returns:
+        Its Checks (audit kind), empty when there is nothing to look at.
+    """
     out = []
     chip = claimed_platform(claim)
     dtype = claim.claim.get("dtype")
@@ -73,7 +93,13 @@ def audit_claim_itself(claim: Claim) -> list[Check]:
 
 
 def audit_config(claim: Claim) -> list[Check]:
-    """config.json against every published config in the table."""
+    """config.json against every published config in the table.
+
+    Args:
+        claim: the parsed claim.
+    Returns:
+        Its Checks (audit kind), empty when there is nothing to look at.
+    """
     cfg = load_config(_model_dir(claim))
     if not cfg:
         return [Check("audit.config", "neutral", "none", "no config.json beside the weights")]
@@ -115,7 +141,13 @@ def _code_files(root: Path) -> list[Path]:
 
 
 def audit_code(claim: Claim) -> list[Check]:
-    """Modeling code shipped in the release: platform imports and copyright holders."""
+    """Modeling code shipped in the release: platform imports and copyright holders.
+
+    Args:
+        claim: the parsed claim.
+    Returns:
+        Its Checks (audit kind), empty when there is nothing to look at.
+    """
     root = _model_dir(claim)
     platform = claimed_platform(claim)
     vendor = claimed_vendor(claim)
@@ -150,7 +182,13 @@ def audit_code(claim: Claim) -> list[Check]:
 
 
 def audit_files(claim: Claim) -> list[Check]:
-    """Framework side-files and the safetensors metadata of the weights."""
+    """Framework side-files and the safetensors metadata of the weights.
+
+    Args:
+        claim: the parsed claim.
+    Returns:
+        Its Checks (audit kind), empty when there is nothing to look at.
+    """
     root = _model_dir(claim)
     framework = known.FRAMEWORKS.get((claim.claim.get("framework") or "").strip().lower())
     out = []
@@ -205,7 +243,13 @@ def _gguf_fields(path: Path) -> dict:
 
 
 def audit_gguf(claim: Claim) -> list[Check]:
-    """GGUF metadata: the organization and base models the file declares (anyone converting it can write them)."""
+    """GGUF metadata: the organization and base models the file declares (anyone converting it can write them).
+
+    Args:
+        claim: the parsed claim.
+    Returns:
+        Its Checks (audit kind), empty when there is nothing to look at.
+    """
     path = claim.model["path"]
     if not (path.is_file() and path.suffix == ".gguf"):
         return []
@@ -226,7 +270,13 @@ def audit_gguf(claim: Claim) -> list[Check]:
 
 
 def audit_tokenizer(claim: Claim) -> list[Check]:
-    """The model's tokenizer against each suspect's, when both ship one."""
+    """The model's tokenizer against each suspect's, when both ship one.
+
+    Args:
+        claim: the parsed claim.
+    Returns:
+        Its Checks (audit kind), empty when there is nothing to look at.
+    """
     tokens, _ = load_vocab(_model_dir(claim))
     if tokens is None:
         return []

@@ -11,6 +11,17 @@ KINDS = ("audit", "test")
 
 @dataclass
 class Check:
+    """One piece of evidence about a claim.
+
+    Attributes:
+        name: what was checked ("audit.config", "replay", ...).
+        result: supports, contradicts or neutral.
+        strength: strong, weak or none.
+        detail: one sentence for people.
+        kind: audit (what the files say) or test (a computation that could have failed).
+        data: measured numbers, for the JSON and the report.
+    """
+
     name: str
     result: str
     strength: str
@@ -22,6 +33,11 @@ class Check:
         assert self.result in RESULTS and self.strength in STRENGTHS and self.kind in KINDS, self
 
     def to_json(self) -> dict:
+        """The check as the claim document lists it.
+
+        Returns:
+            name, result, strength, detail, kind (and data when there is any).
+        """
         out = {"name": self.name, "result": self.result, "strength": self.strength, "detail": self.detail, "kind": self.kind}
         if self.data:
             out["data"] = self.data

@@ -24,6 +24,15 @@ MAX_CLAIM_BYTES = 1 << 20  # a claim is a few hundred bytes; a huge one is hosti
 
 @dataclass(frozen=True)
 class Key:
+    """What one key of the claim file accepts.
+
+    Attributes:
+        kind: its Python type after TOML parsing.
+        required: the claim is malformed without it.
+        path: a path resolved against the claim folder and confined to it.
+        choices: the values allowed (empty: any).
+    """
+
     kind: type
     required: bool = False
     path: bool = False       # resolved against the claim folder and confined to it
@@ -62,11 +71,24 @@ class Claim:
 
     @property
     def label(self) -> str:
+        """The model's label: its own, else the name of its path."""
         return self.model.get("label") or self.model["path"].name
 
 
 def confined_path(folder: Path, relative: str, where: str, source: Path) -> Path:
-    """`relative` resolved under the claim folder; UnsafeInput if it leaves it, InputNotFound if absent."""
+    """`relative` resolved under the claim folder.
+
+    Args:
+        folder: the claim file's folder.
+        relative: the path as the claim writes it.
+        where: the key it came from, for messages.
+        source: the claim file, for messages.
+    Returns:
+        The resolved path.
+    Raises:
+        UnsafeInput: an absolute path, or one that leaves the folder.
+        InputNotFound: it does not exist.
+    """
     if not relative or os.path.isabs(relative) or "\x00" in relative or relative.startswith("~"):
         raise UnsafeInput(f"{where} = {relative!r} is not a relative path inside the claim folder", source)
     resolved = (folder / relative).resolve()
@@ -148,7 +170,18 @@ def parse_claim(path: str | Path) -> Claim:
 
 
 def finite_number(value, where: str, source: Path, *, minimum: float | None = None) -> float:
-    """A finite float (bools refused), optionally at least `minimum`."""
+    """A finite float (bools refused), optionally at least `minimum`.
+
+    Args:
+        value: the parsed TOML value.
+        where: the key it came from, for messages.
+        source: the claim file, for messages.
+        minimum: the smallest value allowed, or None.
+    Returns:
+        The value as a float.
+    Raises:
+        MalformedInput: not a finite number, or below `minimum`.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise MalformedInput(f"{where} must be a finite number, not {value!r}", source)
     if minimum is not None and value < minimum:

@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .. import errors
+from ..errors import MalformedInput
+from ..terminal import check_failed, print_written, progress_wanted, say
 
 claim_app = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="Platform claims: which artifacts are consistent with 'model M was trained on platform P'.")
 
 
 def _progress(line: str) -> None:
-    print(f"claim: {line}", file=sys.stderr, flush=True)
+    say(f"claim: {line}")
 
 
 @claim_app.command("verify")
@@ -26,26 +26,24 @@ def verify(claim_file: Path = typer.Argument(..., help="The claim TOML file."),
            backend: str = typer.Option("cpu", "--backend", "-b", help="Backend for fingerprinting (cpu, cuda, npu)."),
            fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Exit 1 when the verdict is this "
                                                  "(inconsistent, insufficient-evidence or consistent)."),
-           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on stderr.")):
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on stderr (as the top-level --quiet).")):
     """Check a claim's artifacts: consistent, inconsistent or insufficient-evidence, each check with its strength."""
     from .claimfile import parse_claim
     from .verdict import VERDICTS
-    from .verify import refuse_inside_inputs, verify_claim
+    from ..outputs import refuse_outputs
+    from .verify import claim_inputs, verify_claim
     if fail_on is not None and fail_on not in VERDICTS:
         raise typer.BadParameter(f"must be one of {', '.join(VERDICTS)}", param_hint="--fail-on")
     claim = parse_claim(claim_file)
-    for target in (report, output.parent if output is not None else None):
-        if target is not None:
-            refuse_inside_inputs(target, claim)
-    result = verify_claim(claim_file, backend, None if quiet else _progress, claim=claim)
+    refuse_outputs([output], claim_inputs(claim), directories=[report])
+    result = verify_claim(claim_file, backend, _progress if progress_wanted() and not quiet else None, claim=claim)
     if output is not None:
         from ..atomic import write_json
         write_json(output, result)
-        print(f"provenance: wrote {output}", file=sys.stderr)
     if report is not None:
         from .report import write_claim_report
         write_claim_report(report, result)
-        print(f"provenance: wrote {report / 'report.html'} and {report / 'report.md'}", file=sys.stderr)
+    print_written(output, report)
     if as_json:
         typer.echo(json.dumps(result, indent=2, allow_nan=False))
     else:
@@ -54,8 +52,7 @@ def verify(claim_file: Path = typer.Argument(..., help="The claim TOML file."),
             typer.echo(f"  {c['name']:24} {c['result']:12} {c['strength']:6} {c['detail']}")
         typer.echo(result["statement"])
     if fail_on is not None and result["verdict"] == fail_on:
-        print(f"provenance: verdict is {fail_on} (--fail-on {fail_on}): exit {errors.CHECK_FAILED}", file=sys.stderr)
-        return errors.CHECK_FAILED
+        return check_failed(f"verdict is {fail_on} (--fail-on {fail_on})")
     return 0
 
 
@@ -66,7 +63,7 @@ def template(output: Path = typer.Argument(..., help="Claim file to write."),
     from ..atomic import write_text
     from .template import TEMPLATE
     if output.exists() and not force:
-        raise errors.MalformedInput("exists; pass --force to overwrite it", output)
+        raise MalformedInput("exists; pass --force to overwrite it", output)
     write_text(output, TEMPLATE)
     typer.echo(f"claim template written to {output}")
     return 0

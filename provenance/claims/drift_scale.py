@@ -11,12 +11,12 @@ from pathlib import Path
 
 from ..errors import MalformedInput
 from ..io.base import read_json_file
+from ..precision import dtype_row
 from ..schemas import SCHEMA_VERSIONS
 
 # claimed output mode -> (drift report dtype, precision modes that stand for it)
 MODE_ROWS = {"fp32": ("fp32", ("ieee",)), "tf32": ("fp32", ("tf32",)), "hf32": ("fp32", ("hf32",)),
              "bf16": ("bf16", ("ieee",)), "fp16": ("fp16", ("ieee",))}
-FLOOR = {"fp32": 2.0 ** -24, "bf16": 2.0 ** -8, "fp16": 2.0 ** -11}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -42,7 +42,7 @@ def envelope_scale(paths: list[Path], mode: str) -> tuple[float, list[dict]]:
         The largest device/CPU error ratio over every report and kernel (1.0 when none is larger), and the rows used.
     """
     dtype, modes = MODE_ROWS[mode]
-    floor = FLOOR[dtype]
+    floor = dtype_row(dtype).floor
     scale, used = 1.0, []
     for path in paths:
         rows = [r for r in _rows(path) if not r["emulated"] and r["dtype"] == dtype]

@@ -27,6 +27,13 @@ REFUSED = {
 
 
 def require_transformers():
+    """transformers, imported on demand (an optional dependency).
+
+    Returns:
+        The transformers module.
+    Raises:
+        Unsupported: it is not installed (the message names the extra to install).
+    """
     try:
         import transformers
     except ImportError:
@@ -35,7 +42,16 @@ def require_transformers():
 
 
 def load_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(config, fp32 state dict) of an HF-layout checkpoint directory; NaN/Inf weights are refused."""
+    """(config, fp32 state dict) of an HF-layout checkpoint directory; NaN/Inf weights are refused.
+
+    Args:
+        path: the checkpoint directory, or a weights file inside it.
+    Returns:
+        (config.json as a dict, tensor name -> fp32 tensor).
+    Raises:
+        MalformedInput: no config.json, or non-finite weights.
+        Unsupported: integer weights.
+    """
     path = Path(path)
     directory = path if path.is_dir() else path.parent
     cfg = load_config(directory)
@@ -60,7 +76,19 @@ def load_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 def build_model(cfg: dict, state: dict[str, torch.Tensor], where: Path, dtype: torch.dtype = torch.float32):
-    """The transformers model named by cfg's model_type, holding `state` exactly (names and shapes checked)."""
+    """The transformers model named by cfg's model_type, holding `state` exactly (names and shapes checked).
+
+    Args:
+        cfg: the checkpoint's config.json.
+        state: tensor name -> tensor, as load_state gives it.
+        where: the checkpoint, for messages.
+        dtype: the dtype the model computes in.
+    Returns:
+        The model in eval mode (never built from remote code).
+    Raises:
+        Unsupported: a model_type not in MODEL_CLASSES, or a refused one.
+        MalformedInput: a tensor missing or foreign to the model class.
+    """
     transformers = require_transformers()
     model_type = cfg.get("model_type")
     if model_type in REFUSED:

@@ -14,6 +14,7 @@ import torch
 
 from ..errors import MalformedInput
 from ..io.safetensors_reader import read_header
+from ..precision import dtype_row, mode_row
 from .checks import Check
 from .hfmodel import LinearMode, build_model, load_state
 from .replay import SLACK, STRONG
@@ -22,20 +23,31 @@ TENSORS = ("input_ids", "logits", "hidden_states")
 # mode -> (F.linear input bits, reversed reductions, native dtype)
 REF_MODES = {
     "fp32": (None, False, torch.float32), "fp32-reordered": (None, True, torch.float32),
-    "tf32-inputs": (10, False, torch.float32), "hf32-inputs": (11, False, torch.float32),
-    "bf16-inputs": (7, False, torch.float32), "bf16-native": (None, False, torch.bfloat16),
-    "fp16-inputs": (10, False, torch.float32),
+    "tf32-inputs": (mode_row("tf32").input_mantissa_bits, False, torch.float32),
+    "hf32-inputs": (mode_row("hf32").input_mantissa_bits, False, torch.float32),
+    "bf16-inputs": (dtype_row("bf16").mantissa_bits, False, torch.float32), "bf16-native": (None, False, torch.bfloat16),
+    "fp16-inputs": (dtype_row("fp16").mantissa_bits, False, torch.float32),
 }
 ENVELOPE = {
     "fp32": ("fp32", "fp32-reordered"), "tf32": ("fp32", "fp32-reordered", "tf32-inputs"),
     "hf32": ("fp32", "fp32-reordered", "hf32-inputs"), "bf16": ("fp32", "fp32-reordered", "bf16-inputs", "bf16-native"),
     "fp16": ("fp32", "fp32-reordered", "fp16-inputs"),
 }
-FLOOR = 2.0 ** -24
+FLOOR = dtype_row("fp32").floor
 
 
 def read_reference(path: Path, vocab: int, hidden: int) -> dict[str, torch.Tensor]:
-    """The published tensors, checked: known names, integer ids in range, shapes that fit the model, finite values."""
+    """The published tensors, checked: known names, integer ids in range, shapes that fit the model, finite values.
+
+    Args:
+        path: the reference outputs (.safetensors).
+        vocab: the model's vocabulary size.
+        hidden: the model's hidden size.
+    Returns:
+        Tensor name (input_ids, logits, hidden_states) -> tensor.
+    Raises:
+        MalformedInput: anything that does not fit.
+    """
     from safetensors.torch import load_file
     if not path.name.endswith(".safetensors"):
         raise MalformedInput("reference outputs must be a .safetensors file", path)

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from ..errors import BackendUnavailable, MalformedInput
+from ..precision import dtype_row, mode_row
 from ..zoo.build import torch_threads
 from .checks import Check
 from .hfmodel import LinearMode, build_model
@@ -31,6 +32,17 @@ from .segment import Segment, load_segment, tensor_norm
 
 @dataclass(frozen=True)
 class Mode:
+    """One way honest hardware differs, as a replay mode.
+
+    Attributes:
+        description: what the mode stands for.
+        bits: F.linear inputs rounded to this many mantissa bits (from the precision table), or None.
+        reorder: F.linear reductions in reverse order.
+        autocast: torch.autocast dtype, or None.
+        threads: "other" for a thread count other than the reference's.
+        isa: another CPU instruction set, in a subprocess.
+    """
+
     description: str
     bits: int | None = None        # F.linear inputs rounded to this many mantissa bits
     reorder: bool = False          # F.linear reductions in reverse order
@@ -44,11 +56,15 @@ MODES: dict[str, Mode] = {
     "fp32-threads": Mode("fp32 with another thread count (another reduction split)", threads="other"),
     "fp32-reordered": Mode("fp32 with every matmul reduction in reverse order (another GEMM kernel)", reorder=True),
     "fp32-isa": Mode("fp32 on another CPU instruction set (AVX2 on an AVX-512 machine)", isa=True),
-    "tf32-inputs": Mode("matmul inputs rounded to 10 mantissa bits (CUDA TF32), emulated", bits=10),
-    "hf32-inputs": Mode("matmul inputs rounded to 11 mantissa bits (Ascend HF32), emulated", bits=11),
-    "bf16-inputs": Mode("matmul inputs rounded to bf16 (7 mantissa bits), fp32 accumulation, emulated", bits=7),
+    "tf32-inputs": Mode("matmul inputs rounded to 10 mantissa bits (CUDA TF32), emulated",
+                        bits=mode_row("tf32").input_mantissa_bits),
+    "hf32-inputs": Mode("matmul inputs rounded to 11 mantissa bits (Ascend HF32), emulated",
+                        bits=mode_row("hf32").input_mantissa_bits),
+    "bf16-inputs": Mode("matmul inputs rounded to bf16 (7 mantissa bits), fp32 accumulation, emulated",
+                        bits=dtype_row("bf16").mantissa_bits),
     "bf16-autocast": Mode("bf16 mixed precision (torch.autocast on CPU), fp32 master weights", autocast=torch.bfloat16),
-    "fp16-inputs": Mode("matmul inputs rounded to fp16-class 10 mantissa bits, emulated", bits=10),
+    "fp16-inputs": Mode("matmul inputs rounded to fp16-class 10 mantissa bits, emulated",
+                        bits=dtype_row("fp16").mantissa_bits),
 }
 FP32_ENVELOPE = ("fp32-threads", "fp32-reordered", "fp32-isa")
 # claimed training dtype -> modes whose spread makes the envelope
@@ -63,7 +79,7 @@ ENVELOPE_MODES = {
 OTHER_ISA = {"AVX512": "avx2", "AVX512_BF16": "avx2", "AMX": "avx2", "AVX2": "default", "SVE256": "default"}
 SLACK = 2.0          # accepted within this many envelopes (msprobe's pass/warn band ends at 2)
 STRONG = 20.0        # beyond this many envelopes a contradiction is strong
-FLOOR = 2.0 ** -24   # an envelope never below half an fp32 ulp per element (norm-wise), as drift compare's fp32 floor
+FLOOR = dtype_row("fp32").floor  # an envelope never below half an fp32 ulp per element (norm-wise), as drift compare's
 
 
 def replay(seg: Segment, mode: str = "fp32", progress: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:
@@ -112,11 +128,24 @@ def replay(seg: Segment, mode: str = "fp32", progress: Callable[[str], None] | N
 
 
 def cpu_capability() -> str:
+    """The instruction set torch dispatches to in this process.
+
+    Returns:
+        torch.backends.cpu.get_cpu_capability().
+    """
     return torch.backends.cpu.get_cpu_capability()
 
 
 def replay_other_isa(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], str]:
-    """The fp32 replay in a subprocess on another instruction set; ATEN_CPU_CAPABILITY is read at torch's start."""
+    """The fp32 replay in a subprocess on another instruction set; ATEN_CPU_CAPABILITY is read at torch's start.
+
+    Args:
+        paths: the segment's files by role (start, optimizer, batches, recipe, end).
+    Returns:
+        (the replayed end state, "<this capability> -> <the subprocess's>").
+    Raises:
+        BackendUnavailable: no lower instruction set is known, or the subprocess failed.
+    """
     from safetensors.torch import load_file
     here = cpu_capability()
     target = OTHER_ISA.get(here)
@@ -135,10 +164,24 @@ def replay_other_isa(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], s
 
 
 def distances(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per-tensor L2 distance between two states.
+
+    Args:
+        a, b: tensor name -> tensor, with the same names.
+    Returns:
+        Tensor name -> ||a - b||.
+    """
     return {n: tensor_norm(a[n] - b[n]) for n in a}
 
 
 def total(per_tensor: dict[str, float]) -> float:
+    """The whole-model distance from per-tensor ones.
+
+    Args:
+        per_tensor: tensor name -> distance.
+    Returns:
+        The root of the sum of squares.
+    """
     return math.sqrt(sum(d * d for d in per_tensor.values()))
 
 
@@ -190,7 +233,14 @@ def calibrate_and_judge(seg: Segment, claimed_dtype: str = "fp32", progress: Cal
 
 
 def judge(result: dict) -> Check:
-    """The replay's Check from its measured distance in envelope units."""
+    """The replay's Check from its measured distance in envelope units.
+
+    Args:
+        result: calibrate_and_judge's measurements.
+    Returns:
+        A test Check: neutral when the segment moved the weights too little to tell, supports within the
+        acceptance, contradicts (strong past the per-tensor limit) otherwise.
+    """
     ratio, worst = result["ratio"], max(result["per_tensor"].items(), key=lambda kv: kv[1]["ratio"])
     data = {k: result[k] for k in ("distance", "envelope", "envelope_source", "measured_spread", "precision_floor", "ratio", "movement", "mode_spread", "mode_notes", "modes",
                                    "timings_s", "steps", "cpu_capability")}
@@ -211,6 +261,14 @@ def judge(result: dict) -> Check:
 
 
 def check_replay(paths: dict[str, Path], claimed_dtype: str, progress: Callable[[str], None] | None = None) -> Check:
-    """Load, replay and judge the claim's [segment]."""
+    """Load, replay and judge the claim's [segment].
+
+    Args:
+        paths: the segment's files by role.
+        claimed_dtype: the claim's training dtype (picks the envelope's modes).
+        progress: called with a short line per stage, or None.
+    Returns:
+        The replay Check.
+    """
     seg = load_segment(paths)
     return judge(calibrate_and_judge(seg, claimed_dtype or "fp32", progress))

@@ -10,6 +10,13 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
+    """Replay and write the result.
+
+    Args:
+        argv: OUT.safetensors, then role=path for each segment file.
+    Returns:
+        The exit status (0).
+    """
     from safetensors.torch import save_file
     import torch
     from .replay import replay

@@ -10,7 +10,14 @@ DRAW_FLOOR = 1e-3
 
 
 def claim_sections(result: dict, title: str | None = None) -> list[Section]:
-    """Report sections for one verified claim."""
+    """Report sections for one verified claim.
+
+    Args:
+        result: the claim document.
+        title: the heading, default "Claim: <label>".
+    Returns:
+        The checks table (contradictions first, then by strength), and the replay section when a replay ran.
+    """
     c = result["claim"]
     head = Section(title or f"Claim: {c['label']}",
                    f"Verdict: **{result['verdict']}**.\n\n{result['statement']}\n\n"
@@ -27,6 +34,14 @@ def claim_sections(result: dict, title: str | None = None) -> list[Section]:
 
 
 def replay_section(data: dict, label: str) -> Section:
+    """The replay's worst tensors and its figure.
+
+    Args:
+        data: the replay check's data.
+        label: the model's label.
+    Returns:
+        A report Section.
+    """
     worst = sorted(data["per_tensor"].items(), key=lambda kv: -kv[1]["ratio"])[:8]
     return Section(f"Replay of {label}: distance against its envelope",
                    f"{data['steps']} steps replayed on {data['cpu_capability']}; envelope {data['envelope']:.3g} from "
@@ -42,7 +57,14 @@ def _stem(text: str) -> str:
 
 
 def replay_figure(runs: dict[str, dict], name: str) -> Figure:
-    """Per-tensor distance in envelope units for each run, log scale, with the acceptance line."""
+    """Per-tensor distance in envelope units for each run, log scale, with the acceptance line.
+
+    Args:
+        runs: label -> replay check data.
+        name: the figure's file stem.
+    Returns:
+        The Figure.
+    """
     from .replay import SLACK, STRONG
     fig, ax = new_figure(7.5, 3.6)
     for label, data in runs.items():
@@ -61,4 +83,10 @@ def replay_figure(runs: dict[str, dict], name: str) -> Figure:
 
 
 def write_claim_report(directory: Path, result: dict) -> None:
+    """report.md, report.html and figures/ for one verified claim.
+
+    Args:
+        directory: where to write.
+        result: the claim document.
+    """
     write_report(Path(directory), f"Platform claim: {result['claim']['label']}", claim_sections(result))

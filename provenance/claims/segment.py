@@ -24,6 +24,19 @@ LOSSES = ("causal-lm",)   # cross-entropy of next-token prediction, labels = inp
 
 @dataclass
 class Segment:
+    """A training segment as the claim publishes it, loaded and checked.
+
+    Attributes:
+        cfg: the model's config.json.
+        start: the weights at the segment's start.
+        exp_avg, exp_avg_sq: AdamW's moment estimates at the start.
+        step: AdamW's step count at the start.
+        batches: [steps, batch, seq] int64 token ids.
+        recipe: the optimizer settings (RECIPE_KEYS).
+        end: the weights the claim says the segment ended at.
+        paths: the files, by role.
+    """
+
     cfg: dict
     start: dict[str, torch.Tensor]
     exp_avg: dict[str, torch.Tensor]
@@ -36,6 +49,16 @@ class Segment:
 
 
 def read_recipe(path: Path) -> dict:
+    """The segment's optimizer recipe, strict: unknown keys refused, required ones present with their types.
+
+    Args:
+        path: recipe.json.
+    Returns:
+        The recipe.
+    Raises:
+        MalformedInput: not an object, an unknown or missing key, or a bad value.
+        Unsupported: an optimizer or loss the replay does not implement.
+    """
     doc = read_json_file(path)
     if not isinstance(doc, dict):
         raise MalformedInput("recipe is not a JSON object", path)
@@ -78,6 +101,17 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def read_optimizer(path: Path, start: dict[str, torch.Tensor]) -> tuple[dict, dict, int]:
+    """AdamW's state at the segment's start, matched to the start weights.
+
+    Args:
+        path: the optimizer state (.safetensors with the step in its metadata).
+        start: the start weights.
+    Returns:
+        (exp_avg, exp_avg_sq, step).
+    Raises:
+        MalformedInput: a missing or negative step, a tensor that does not match a weight, a weight without
+            state, or non-finite values.
+    """
     tensors, meta = _read_safetensors(path)
     try:
         step = int(meta.get("step", ""))
@@ -103,6 +137,17 @@ def read_optimizer(path: Path, start: dict[str, torch.Tensor]) -> tuple[dict, di
 
 
 def read_batches(path: Path, steps: int, vocab: int) -> torch.Tensor:
+    """The segment's token batches.
+
+    Args:
+        path: batches (.safetensors holding input_ids only).
+        steps: the recipe's step count.
+        vocab: the model's vocabulary size.
+    Returns:
+        [steps, batch, seq] int64 token ids.
+    Raises:
+        MalformedInput: other tensors, another shape or ids out of range.
+    """
     tensors, _ = _read_safetensors(path)
     if set(tensors) != {"input_ids"}:
         extra = sorted(set(tensors) - {"input_ids"})
@@ -142,4 +187,11 @@ def load_segment(paths: dict[str, Path]) -> Segment:
 
 
 def tensor_norm(t: torch.Tensor) -> float:
+    """The L2 norm, computed in float64.
+
+    Args:
+        t: any tensor.
+    Returns:
+        Its norm.
+    """
     return math.sqrt(float(t.double().pow(2).sum()))

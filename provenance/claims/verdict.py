@@ -19,6 +19,11 @@ def decide(checks: list[Check]) -> tuple[str, str]:
 
     Any strong contradiction makes the claim inconsistent. Weak contradictions, or no test that
     could have failed and passed, leave the evidence insufficient. Otherwise consistent, never proof.
+
+    Args:
+        checks: every check run on the claim.
+    Returns:
+        (consistent, inconsistent or insufficient-evidence; the statement for people).
     """
     strong = [c for c in checks if c.result == "contradicts" and c.strength == "strong"]
     weak = [c for c in checks if c.result == "contradicts" and c.strength != "strong"]

@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..errors import UnsafeInput
 from ..schemas import SCHEMA_VERSIONS, tool_record
 from ..backends import get_backend
 from .audit import run_audit
@@ -16,16 +15,18 @@ from .verdict import decide
 
 
 
-def refuse_inside_inputs(target: Path, claim: Claim) -> None:
-    """Outputs never go into a model directory or the folder of a checkpoint the claim names."""
-    resolved = Path(target).resolve()
+def claim_inputs(claim: Claim) -> list[Path]:
+    """The checkpoints a claim names: no output may be written over them or inside their model directories.
+
+    Args:
+        claim: a parsed claim.
+    Returns:
+        The model, every suspect parent and the training segment's start and end, as paths.
+    """
     inputs = [claim.model["path"]] + [s["path"] for s in claim.suspects]
     if claim.segment:
         inputs += [claim.segment["start"], claim.segment["end"]]
-    for p in inputs:
-        directory = p if p.is_dir() else p.parent
-        if resolved == directory or directory in resolved.parents:
-            raise UnsafeInput(f"refusing to write inside the model directory {directory}", target)
+    return inputs
 
 
 def verify_claim(path: str | Path, backend_name: str = "cpu", progress: Callable[[str], None] | None = None,

@@ -8,27 +8,36 @@ rebuilt from the same recipe: their bytes differ across CPU instruction sets, an
 """
 from __future__ import annotations
 
-from ..errors import IncompatibleInputs, MalformedInput
+from ..backends import backend_rank
+from ..errors import BackendUnavailable, IncompatibleInputs, MalformedInput
+from ..precision import MissingPrecisionRow, dtype_row, mode_class
 from ..schemas import SCHEMA_VERSIONS, tool_record
 
-# errors at or below half an ulp at 1.0 are indistinguishable from exact
-PRECISION_FLOOR = {"fp32": 2.0 ** -24, "bf16": 2.0 ** -8, "fp16": 2.0 ** -11}
-# modes that mean the same thing on different hardware
-MODE_CLASS = {"tf32": "reduced-fp32", "hf32": "reduced-fp32"}
-BACKEND_PRIORITY = ("npu", "cuda", "cpu")
 STATUS = ((1.0, "pass"), (2.0, "warn"))
 
 
-def _primary_backend(report) -> str:
-    present = {r["backend"] for r in report["rows"] if not r["emulated"]}
-    for name in BACKEND_PRIORITY:
-        if name in present:
-            return name
-    raise MalformedInput("drift report has no measured (non-emulated) rows")
+def _primary_backend(report, name: str) -> str:
+    """The backend a report stands for: of those it measured, the one of highest rank (an accelerator
+    before the CPU every machine has). A backend this install has no adapter for cannot be ranked."""
+    present = sorted({r["backend"] for r in report["rows"] if not r["emulated"]})
+    if not present:
+        raise MalformedInput("drift report has no measured (non-emulated) rows", name)
+    try:
+        return max(present, key=backend_rank)
+    except BackendUnavailable as exc:
+        raise IncompatibleInputs(f"measured on a backend this install cannot rank: {exc}", name) from None
+
+
+def _floor(dtype: str, name: str) -> float:
+    """The dtype row's floor; a dtype the precision table has no row for is named with its report."""
+    try:
+        return dtype_row(dtype).floor
+    except MissingPrecisionRow as exc:
+        raise MissingPrecisionRow(str(exc), name) from None
 
 
 def _key(row) -> tuple:
-    return (row["kernel"], row["dtype"], MODE_CLASS.get(row["mode"], row["mode"]), row["deterministic_algorithms"])
+    return (row["kernel"], row["dtype"], mode_class(row["mode"]), row["deterministic_algorithms"])
 
 
 def _status(ratio: float) -> str:
@@ -39,7 +48,13 @@ def _status(ratio: float) -> str:
 
 
 def cpu_capability(report: dict) -> str:
-    """The instruction set torch dispatched to where the report was made (its golden run is always on the CPU)."""
+    """The instruction set torch dispatched to where the report was made (its golden run is always on the CPU).
+
+    Args:
+        report: a drift report.
+    Returns:
+        The CPU capability ("AVX512", "AVX2", ...), or "unknown".
+    """
     ident = (report.get("golden") or {}).get("identity") or (report.get("identity") or {}).get("cpu") or {}
     return str(ident.get("cpu_capability") or "unknown")
 
@@ -85,22 +100,39 @@ def check_same_inputs(reports: list[dict], names: list[str]) -> str | None:
 
 
 def compare_reports(reports: list[dict], names: list[str]) -> dict:
+    """Compare drift reports from different machines against the first.
+
+    Each report stands for its highest-ranked measured backend; rows are matched by kernel, dtype, mode
+    class and determinism setting, and each error is divided by the reference's (both floored at the
+    dtype row's floor): at most 1 pass, up to 2 warn, above fail. Verdicts must agree.
+
+    Args:
+        reports: drift report documents; the first is the reference.
+        names: a name for each report (file names), used in rows and messages.
+    Returns:
+        The drift-compare document (docs/SCHEMAS.md), with status pass, warn or fail.
+    Raises:
+        MalformedInput: fewer than two reports, another schema, or a report with no measured rows.
+        IncompatibleInputs: the reports were measured on different inputs, or on a backend with no row in this
+            install's backend registry.
+        MissingPrecisionRow: a row's dtype has no row in the precision table.
+    """
     if len(reports) < 2:
         raise MalformedInput("drift compare needs at least two reports")
     for report, name in zip(reports, names):
         if str(report.get("schema_version", "")).split(".")[0] != SCHEMA_VERSIONS["drift"].split(".")[0]:
             raise MalformedInput(f"not a drift report of schema {SCHEMA_VERSIONS['drift']}", name)
     inputs_note = check_same_inputs(reports, names)
-    ref_backend = _primary_backend(reports[0])
+    ref_backend = _primary_backend(reports[0], names[0])
     ref_rows = {_key(r): r for r in reports[0]["rows"] if r["backend"] == ref_backend and not r["emulated"]}
     rows = []
     for report, name in zip(reports[1:], names[1:]):
-        backend = _primary_backend(report)
+        backend = _primary_backend(report, name)
         for r in report["rows"]:
             if r["backend"] != backend or r["emulated"] or _key(r) not in ref_rows:
                 continue
             ref = ref_rows[_key(r)]
-            floor = PRECISION_FLOOR.get(r["dtype"], 2.0 ** -24)
+            floor = _floor(r["dtype"], name)
             if r["max_rel_err"] is None or ref["max_rel_err"] is None:  # an overflow on one side or both
                 ratio = 1.0 if r["max_rel_err"] is ref["max_rel_err"] else (float("inf") if r["max_rel_err"] is None else 0.0)
             else:

@@ -7,42 +7,32 @@ are labelled emulated in every report.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ..backends import CpuBackend
+from ..precision import Emulation, dtype_row
+
+FP32_BITS = dtype_row("fp32").mantissa_bits
 
 
 def round_mantissa(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Round fp32 values to `bits` explicit mantissa bits (round to nearest even), keeping fp32 storage."""
+    """Round fp32 values to `bits` explicit mantissa bits (round to nearest even), keeping fp32 storage.
+
+    Args:
+        x: a tensor; other dtypes than fp32 are returned unchanged.
+        bits: mantissa bits to keep (fewer than fp32's 23).
+    Returns:
+        The rounded tensor; inf and NaN are left alone.
+    """
     if x.dtype != torch.float32:
         return x
-    drop = 23 - bits
+    drop = FP32_BITS - bits
     as_int = x.contiguous().view(torch.int32)
     half = 1 << (drop - 1)
     lsb = (as_int >> drop) & 1
     rounded = ((as_int + (half - 1) + lsb) >> drop) << drop
     keep = ~torch.isfinite(x)  # leave inf/nan alone
     return torch.where(keep, x, rounded.view(torch.float32))
-
-
-@dataclass(frozen=True)
-class Emulation:
-    mode: str
-    description: str
-    mantissa_bits: int | None = None   # inputs rounded to this many bits
-    reorder: bool = False             # reduction order reversed
-
-
-# mode -> what it stands for on real hardware
-EMULATIONS = {
-    "tf32": Emulation("tf32", "CUDA TF32 tensor cores: fp32 matmul inputs rounded to 10 mantissa bits", 10),
-    "hf32": Emulation("hf32", "Ascend HF32: fp32 matmul inputs rounded to 11 mantissa bits", 11),
-    "bf16-inputs": Emulation("bf16-inputs", "bf16 inputs, fp32 accumulation", 7),
-    "fp16-inputs": Emulation("fp16-inputs", "fp16-class inputs (pre-910B Ascend fp32 matmul), fp32 accumulation", 10),
-    "reordered": Emulation("reordered", "another accumulation order (a different GEMM kernel or device)", None, True),
-}
 
 
 class EmulatedBackend(CpuBackend):
@@ -54,14 +44,27 @@ class EmulatedBackend(CpuBackend):
         self.name = f"cpu-emulated-{emulation.mode}"
 
     def place(self, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Place a tensor as the CPU does, then round (and clamp) it as the emulated hardware would.
+
+        Args:
+            tensor: any tensor.
+            dtype: the dtype to cast to; None keeps the tensor's own.
+        Returns:
+            The placed tensor.
+        """
         out = super().place(tensor, dtype)
         if self.emulation.mantissa_bits is not None:
             out = round_mantissa(out, self.emulation.mantissa_bits)
-            if self.emulation.mode == "fp16-inputs":
-                out = out.clamp(-65504, 65504)
+            if self.emulation.clamp is not None:
+                out = out.clamp(-self.emulation.clamp, self.emulation.clamp)
         return out
 
     def identity(self) -> dict:
+        """The CPU's identity record, marked emulated and naming what it emulates.
+
+        Returns:
+            The identity record with backend, emulated and emulation set.
+        """
         ident = super().identity()
         ident.update({"backend": self.name, "emulated": True, "emulation": self.emulation.description})
         return ident

@@ -5,9 +5,8 @@ import math
 
 import torch
 
-MANTISSA_BITS = {torch.float64: 52, torch.float32: 23, torch.bfloat16: 7, torch.float16: 10}
-# share of elements above this relative error counts as "bad" (msprobe: 0.1% fp32, 1% fp16/bf16)
-SHARE_THRESHOLD = {torch.float64: 1e-6, torch.float32: 1e-3, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+from ..precision import dtype_row_of
+
 SMALL_VALUE = 1e-3  # elements below this fraction of the tensor's largest magnitude are judged by absolute error
 
 
@@ -16,7 +15,20 @@ NON_FINITE = {"max_rel_err": None, "median_rel_err": None, "max_ulp": None, "med
 
 
 def errors(out: torch.Tensor, golden: torch.Tensor, dtype: torch.dtype) -> dict:
-    """Error metrics; an output with NaN or Inf (an overflow) gets no error numbers, only finite=False."""
+    """Error metrics of one output against its float64 golden, in msprobe's terms.
+
+    Args:
+        out: the output, on any device, in any dtype.
+        golden: the float64 golden output of the same shape.
+        dtype: the dtype whose ulp and share threshold apply (a dtype row of the precision table).
+    Returns:
+        max/median relative error, ulp statistics, the share above the dtype's threshold, the small-value
+        absolute error, the cosine and finite; an output with NaN or Inf (an overflow) gets no error
+        numbers, only finite=False.
+    Raises:
+        ValueError: the shapes differ.
+        MissingPrecisionRow: the dtype has no row in the precision table.
+    """
     o = out.detach().to("cpu", torch.float64).reshape(-1)
     if not torch.isfinite(o).all():
         return dict(NON_FINITE)
@@ -28,7 +40,8 @@ def errors(out: torch.Tensor, golden: torch.Tensor, dtype: torch.dtype) -> dict:
     small = g.abs() < SMALL_VALUE * scale
     normal = ~small
     rel = diff[normal] / g.abs()[normal]
-    bits = MANTISSA_BITS.get(dtype, 23)
+    row = dtype_row_of(dtype)
+    bits = row.mantissa_bits
     exponent = torch.floor(torch.log2(g.abs().clamp_min(torch.finfo(torch.float64).tiny)))
     ulp = torch.pow(2.0, exponent - bits)
     ulps = diff[normal] / ulp[normal]
@@ -40,7 +53,7 @@ def errors(out: torch.Tensor, golden: torch.Tensor, dtype: torch.dtype) -> dict:
         "median_ulp": float(ulps.median()) if ulps.numel() else 0.0,
         "ulp_p90": float(torch.quantile(ulps, 0.9)) if ulps.numel() else 0.0,
         "ulp_p99": float(torch.quantile(ulps, 0.99)) if ulps.numel() else 0.0,
-        "share_above_threshold": float((rel > SHARE_THRESHOLD.get(dtype, 1e-3)).double().mean()) if rel.numel() else 0.0,
+        "share_above_threshold": float((rel > row.share_threshold).double().mean()) if rel.numel() else 0.0,
         "small_value_abs_err": float(diff[small].max() / scale) if small.any() else 0.0,
         "cosine": cos if math.isfinite(cos) else 0.0,
         "finite": bool(torch.isfinite(o).all()),
@@ -48,5 +61,12 @@ def errors(out: torch.Tensor, golden: torch.Tensor, dtype: torch.dtype) -> dict:
 
 
 def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same shape, same dtype, same bits.
+
+    Args:
+        a, b: tensors on any device.
+    Returns:
+        True when every byte is equal.
+    """
     a, b = a.detach().cpu(), b.detach().cpu()
     return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.reshape(-1).contiguous().view(torch.uint8), b.reshape(-1).contiguous().view(torch.uint8))

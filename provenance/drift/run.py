@@ -18,11 +18,11 @@ from ..lineage import compare_fingerprints, margins
 from ..model import open_model
 from ..progress import Progress
 from ..schemas import SCHEMA_VERSIONS, tool_record
-from .emulation import EMULATIONS, EmulatedBackend
+from ..precision import EMULATIONS, dtype_row, measured_dtypes
+from .emulation import EmulatedBackend
 from .kernels_table import KERNELS, kernel_inputs, reorder
 from .metrics import bitwise_equal, errors
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 REPEATS = 3      # runs compared bit for bit
 TIMED_RUNS = 5
 DRIFT_FLOOR = 1e-12  # drift below this is reported as this (keeps ratios finite)
@@ -30,6 +30,16 @@ DRIFT_FLOOR = 1e-12  # drift below this is reported as this (keeps ratios finite
 
 @dataclass(frozen=True)
 class Config:
+    """One measured configuration: a backend, a dtype, a precision mode and the determinism setting.
+
+    Attributes:
+        backend: the Backend (an EmulatedBackend for emulated modes).
+        dtype_name: a measured dtype row's name.
+        mode: the mode row's (or emulation row's) name.
+        deterministic: torch.use_deterministic_algorithms during the run (None: left as it is).
+        emulated: the mode is emulated on the CPU, not set on hardware.
+    """
+
     backend: object
     dtype_name: str
     mode: str
@@ -43,11 +53,23 @@ class Config:
 
     @property
     def label(self) -> str:
+        """backend/dtype/mode, with +det when deterministic algorithms are forced: the key of verdicts_by_config."""
         det = "+det" if self.deterministic else ""
         return f"{self.backend.name}/{self.dtype_name}/{self.mode}{det}"
 
 
 def configs(backends, dtype_names) -> list[Config]:
+    """Every configuration drift measures on these backends.
+
+    Each dtype in IEEE mode; fp32 also with deterministic algorithms forced and in every reduced mode the
+    backend's device type has; on the CPU, every emulation row.
+
+    Args:
+        backends: Backend instances.
+        dtype_names: measured dtype rows' names.
+    Returns:
+        The configurations, in measurement order.
+    """
     out = []
     for b in backends:
         for dname in dtype_names:
@@ -56,7 +78,7 @@ def configs(backends, dtype_names) -> list[Config]:
                 out.append(Config(b, dname, "ieee", True))
                 out += [Config(b, dname, m, False) for m in b.modes() if m != "ieee"]
         if b.name == "cpu":
-            out += [Config(EmulatedBackend(e), "fp32", e.mode, False, emulated=True) for e in EMULATIONS.values()]
+            out += [Config(EmulatedBackend(e), "fp32", e.mode, False, emulated=True) for e in EMULATIONS]
     return out
 
 
@@ -72,7 +94,18 @@ def _run(kernel, placed, cfg: Config):
 
 
 def measure_kernel(name: str, kernel, inputs: dict, golden: torch.Tensor, cfg: Config) -> dict:
-    dtype = DTYPES[cfg.dtype_name]
+    """Errors, determinism, slice invariance and time of one kernel in one configuration.
+
+    Args:
+        name: the kernel's name (a KERNELS row).
+        kernel: its DriftKernel row.
+        inputs: the kernel's real-weight inputs, on the CPU in float64.
+        golden: the kernel's float64 output on the CPU.
+        cfg: the configuration.
+    Returns:
+        The report row (docs/SCHEMAS.md), or None when an emulated mode does not apply to this kernel.
+    """
+    dtype = dtype_row(cfg.dtype_name).torch_dtype
     source = inputs
     unpermute = None
     emulation = getattr(cfg.backend, "emulation", None)
@@ -110,7 +143,15 @@ def _slice_invariant(kernel, placed, full, cfg) -> bool | None:
 
 
 def check_determinism(fn, *args, repeats: int = REPEATS) -> bool:
-    """True when `fn(*args)` gives the same bits every time."""
+    """True when `fn(*args)` gives the same bits every time.
+
+    Args:
+        fn: the function to run.
+        *args: its arguments.
+        repeats: how many runs are compared bit for bit.
+    Returns:
+        Whether every run's output is bitwise equal to the first.
+    """
     first = fn(*args)
     return all(bitwise_equal(first, fn(*args)) for _ in range(repeats - 1))
 
@@ -135,7 +176,7 @@ def _verdict_effects(views: dict, pairs, cfgs, progress) -> list[dict]:
     for cfg in usable:
         with cfg.backend.precision(cfg.real_mode, deterministic=cfg.deterministic):
             for l, v in views.items():
-                fps[(cfg.label, l)] = fingerprint_view(v, cfg.backend, dtype=DTYPES[cfg.dtype_name], label=l)
+                fps[(cfg.label, l)] = fingerprint_view(v, cfg.backend, dtype=dtype_row(cfg.dtype_name).torch_dtype, label=l)
         for p in pairs:
             by_config[p][cfg.label] = compare_fingerprints(fps[(cfg.label, p[0])], fps[(cfg.label, p[1])])
         tracker.step(cfg.label)
@@ -183,7 +224,15 @@ KERNEL_ROLES = ("embed", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.
 
 def kernel_pair(views: dict) -> tuple[str, str]:
     """The first two models (in order) whose layer 0 has every role the kernels use, in the same shapes
-    (the gate projection is optional, but both or neither must have it)."""
+    (the gate projection is optional, but both or neither must have it).
+
+    Args:
+        views: label -> ModelView.
+    Returns:
+        Two labels; the same label twice when only one model qualifies.
+    Raises:
+        Unsupported: no model has what the kernels need.
+    """
     def shapes(v):
         return [v.shape(r, None if r == "embed" else 0) for r in KERNEL_ROLES]
 
@@ -222,15 +271,16 @@ def run_drift(models: list[str], labels: list[str], backend_names: list[str] | N
         models: model paths (at least one; pairs among them get verdict rows).
         labels: one label per model, used in the report.
         backend_names: backends to measure (default: every available one).
-        dtype_names: dtypes to measure, keys of DTYPES.
+        dtype_names: dtypes to measure, measured rows of the precision table (provenance/precision.py).
         progress: show progress on stderr.
     Returns:
         The drift report document (docs/SCHEMAS.md). The models are closed on return.
     """
     backends = [get_backend(n) for n in backend_names] if backend_names else available_backends()
-    unknown = [d for d in dtype_names if d not in DTYPES]
+    known = measured_dtypes()
+    unknown = [d for d in dtype_names if d not in known]
     if unknown:
-        raise Unsupported(f"unknown dtype {unknown[0]!r}; choose from {', '.join(DTYPES)}")
+        raise Unsupported(f"unknown dtype {unknown[0]!r}; choose from {', '.join(known)}")
     with contextlib.ExitStack() as stack:
         views = {l: stack.enter_context(open_model(m)) for l, m in zip(labels, models)}
         return _measure_all(views, labels, backends, dtype_names, progress)
@@ -259,7 +309,7 @@ def _measure_all(views: dict, labels: list[str], backends: list, dtype_names: li
                    "kernel_inputs_sha256": _digest(inputs), "kernel_layer": 0, "kernel_models": [first, second]},
         "identity": identities,
         "golden": {"backend": "cpu", "dtype": "float64", "identity": CpuBackend().identity()},
-        "emulations": {e.mode: e.description for e in EMULATIONS.values()},
+        "emulations": {e.mode: e.description for e in EMULATIONS},
         "rows": rows,
         "verdicts": verdicts,
     }

@@ -56,7 +56,17 @@ FEATURES: dict[str, tuple[str, str]] = {
 NEURON_PARTS = ("gate", "up", "down")
 
 
-def _key(feature: str, layer: int | None = None) -> str:
+def tensor_key(feature: str, layer: int | None = None) -> str:
+    """The name a feature's tensor is stored under in the file.
+
+    Args:
+        feature: a FEATURES row's name ("gram.q", "embed.rows", ...).
+        layer: the layer, for per-layer features.
+    Returns:
+        The tensor's key ("layer.3.gram.q").
+    Raises:
+        KeyError: no FEATURES row has that name.
+    """
     if feature not in FEATURES:
         raise KeyError(f"unknown fingerprint feature {feature!r}")
     pattern = FEATURES[feature][0]
@@ -72,7 +82,7 @@ class Fingerprint:
     # --- writing (used by the streaming pass) ---
     def put(self, feature: str, tensor: torch.Tensor, layer: int | None = None) -> None:
         """Store a feature and list it in the layer's (or the document's) stored features."""
-        self.tensors[_key(feature, layer)] = tensor.detach().to("cpu", STORE_DTYPE).contiguous()
+        self.tensors[tensor_key(feature, layer)] = tensor.detach().to("cpu", STORE_DTYPE).contiguous()
         listing = self.doc.setdefault("features", []) if layer is None else self.doc["layers"][layer].setdefault("features", [])
         if feature not in listing:
             listing.append(feature)
@@ -90,7 +100,7 @@ class Fingerprint:
         """The stored tensor, None when the layer does not list it, MalformedInput when listed but missing."""
         if not self.has(feature, layer):
             return None
-        key = _key(feature, layer)
+        key = tensor_key(feature, layer)
         if key not in self.tensors:
             raise MalformedInput(f"fingerprint lists feature {feature!r} for layer {layer} but has no tensor {key!r}")
         return self.tensors[key]
@@ -119,10 +129,25 @@ class Fingerprint:
         """[dims, dims] attention product 'qk' or 'ov' in body coordinates."""
         return self.feature(f"body.{kind}", layer)
 
+    def attention_rows(self, layer: int) -> torch.Tensor | None:
+        """[rows, dims] norm-folded per-head rows of Q, K, V and columns of O (layout in layer_info's attn_rows)."""
+        return self.feature("body.attn_rows", layer)
+
+    def embedding_tokens(self) -> tuple[list[str], str] | None:
+        """(canonical embedding-token strings, how tokens were identified), or None when not recorded."""
+        e = self.doc.get("embedding")
+        if not isinstance(e, dict) or not e.get("tokens"):
+            return None
+        return e["tokens"], e.get("matched_by", "")
+
     def embedding_rows(self) -> tuple[list[str], torch.Tensor] | None:
         """(canonical token strings, [tokens, dims] embedding rows), or None when not stored."""
         rows = self.feature("embed.rows")
         return None if rows is None else (self.doc["embedding"]["tokens"], rows)
+
+    def settings(self) -> dict:
+        """How the fingerprint was computed: n_anchors, max_neurons, compute_dtype, body_dims, body_basis."""
+        return self.doc["settings"]
 
     def body_basis(self) -> str:
         """How the body coordinates were chosen ('hidden' or a principal subspace)."""
@@ -239,10 +264,10 @@ def check_schema(doc: dict, tensors: dict, path) -> None:
     _check_structure(doc, path)
     for i, layer in enumerate(doc["layers"]):
         for feature in layer.get("features", []):
-            if feature not in FEATURES or _key(feature, i) not in tensors:
+            if feature not in FEATURES or tensor_key(feature, i) not in tensors:
                 raise MalformedInput(f"fingerprint layer {i} lists feature {feature!r} but the file has no such tensor", path)
     for feature in doc.get("features", []):
-        if feature not in FEATURES or _key(feature) not in tensors:
+        if feature not in FEATURES or tensor_key(feature) not in tensors:
             raise MalformedInput(f"fingerprint lists feature {feature!r} but the file has no such tensor", path)
     _check_shapes(doc, tensors, path)
 
@@ -260,7 +285,7 @@ def _check_shapes(doc: dict, tensors: dict, path) -> None:
     for i, layer in enumerate(doc["layers"]):
         feats = set(layer.get("features", []))
         for f in feats:
-            t = tensors[_key(f, i)]
+            t = tensors[tensor_key(f, i)]
             if f.startswith("gram.") and tuple(t.shape) != (n_anchors, n_anchors):
                 bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected ({n_anchors}, {n_anchors})")
             if f.startswith("profile.") and (t.dim() != 2 or t.shape[1] != n_anchors):
@@ -275,14 +300,14 @@ def _check_shapes(doc: dict, tensors: dict, path) -> None:
                     bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected ({expected}, {dims})")
             if f in ("body.qk", "body.ov") and tuple(t.shape) != (dims, dims):
                 bad(f"layer {i} {f} has shape {tuple(t.shape)}, expected ({dims}, {dims})")
-        body = [tensors[_key(f"body.{p}", i)] for p in NEURON_PARTS if f"body.{p}" in feats]
+        body = [tensors[tensor_key(f"body.{p}", i)] for p in NEURON_PARTS if f"body.{p}" in feats]
         if body and (any(t.dim() != 2 or t.shape[1] != dims for t in body) or len({t.shape[0] for t in body}) != 1):
             bad(f"layer {i} body neuron features disagree in shape")
         if ("profile.gate" in feats and "profile.up" in feats
-                and tensors[_key("profile.gate", i)].shape != tensors[_key("profile.up", i)].shape):
+                and tensors[tensor_key("profile.gate", i)].shape != tensors[tensor_key("profile.up", i)].shape):
             bad(f"layer {i} gate and up profiles disagree in shape")
     if "embed.rows" in doc.get("features", []):
-        rows, tokens = tensors[_key("embed.rows")], doc.get("embedding", {}).get("tokens")
+        rows, tokens = tensors[tensor_key("embed.rows")], doc.get("embedding", {}).get("tokens")
         if not isinstance(tokens, list) or rows.dim() != 2 or rows.shape[0] != len(tokens) or rows.shape[1] != dims:
             bad("embedding rows disagree with the embedding token list or the body dimension")
 

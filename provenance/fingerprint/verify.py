@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 
 from ..errors import MalformedInput
-from .record import FEATURES, Fingerprint, _key, load_fingerprint
+from ..precision import MissingPrecisionRow, dtype_row
+from .record import FEATURES, Fingerprint, load_fingerprint, tensor_key
 
 SAMPLED_LAYERS = 4
 # relative Frobenius distance within which a recomputed feature matches the stored one: far above the
 # drift between CPU and GPU kernels (about 1e-6 in float32), far below any change of weights that matters
 MATCH_TOLERANCE = 1e-3
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def sample_layers(n: int, k: int = SAMPLED_LAYERS) -> list[int]:
@@ -61,7 +61,7 @@ def verify(fp_path: str | Path, model: str | Path, backend, *, layers: int = SAM
         settings = doc["settings"]
         fresh = fingerprint_view(view, backend, n_anchors=int(settings["n_anchors"]),
                                  max_neurons=int(settings.get("max_neurons", 256)),
-                                 dtype=DTYPES.get(settings.get("compute_dtype"), torch.float32),
+                                 dtype=_compute_dtype(settings.get("compute_dtype")),
                                  progress=progress, label=doc["model"].get("label"))
     finally:
         view.source.close()
@@ -69,6 +69,14 @@ def verify(fp_path: str | Path, model: str | Path, backend, *, layers: int = SAM
     checks.append({"check": "recomputed layers", "ok": worst <= MATCH_TOLERANCE and bool(compared),
                    "detail": f"{len(compared)} layers, largest relative distance {worst:.3g} (tolerance {MATCH_TOLERANCE})"})
     return {"match": all(c["ok"] for c in checks), "checks": checks, "layers": compared, "max_distance": worst}
+
+
+def _compute_dtype(name: object) -> torch.dtype:
+    """The dtype a fingerprint says it was computed in; float32 (the default) when it names none the table knows."""
+    try:
+        return dtype_row(str(name)).torch_dtype
+    except MissingPrecisionRow:
+        return torch.float32
 
 
 def _compare_layers(stored: Fingerprint, fresh: Fingerprint, k: int) -> tuple[list[int], float]:
@@ -80,7 +88,7 @@ def _compare_layers(stored: Fingerprint, fresh: Fingerprint, k: int) -> tuple[li
         if feats != set(fresh.layer_info(i).get("features", [])):
             return compared, float("inf")
         for f in sorted(feats):
-            a, b = stored.tensors[_key(f, i)], fresh.tensors[_key(f, i)]
+            a, b = stored.tensors[tensor_key(f, i)], fresh.tensors[tensor_key(f, i)]
             if a.shape != b.shape:
                 return compared, float("inf")
             scale = max(float(b.double().norm()), 1e-30)
@@ -88,7 +96,7 @@ def _compare_layers(stored: Fingerprint, fresh: Fingerprint, k: int) -> tuple[li
         compared.append(i)
     for f in stored.doc.get("features", []):
         if f in FEATURES and f in fresh.doc.get("features", []):
-            a, b = stored.tensors[_key(f)], fresh.tensors[_key(f)]
+            a, b = stored.tensors[tensor_key(f)], fresh.tensors[tensor_key(f)]
             if a.shape != b.shape:
                 return compared, float("inf")
             worst = max(worst, float((a.double() - b.double()).norm()) / max(float(b.double().norm()), 1e-30))

@@ -32,10 +32,22 @@ class BatchResult:
     exit_code: int = 0  # the first failure's documented exit code
 
     def fail(self, item: str, error: str, code: int) -> None:
+        """Record a failed input; the first failure's exit code becomes the batch's.
+
+        Args:
+            item: the input.
+            error: its one-line error.
+            code: its documented exit code.
+        """
         self.failed.append((item, error))
         self.exit_code = self.exit_code or code
 
     def as_dict(self) -> dict:
+        """The result as `index add --json` prints it.
+
+        Returns:
+            {"added", "skipped", "failed": [{"input", "error"}]}.
+        """
         return {"added": self.added, "skipped": self.skipped, "failed": [{"input": i, "error": e} for i, e in self.failed]}
 
 
@@ -60,6 +72,9 @@ def collect_inputs(paths: list[Path], list_file: Path | None = None) -> list[str
     input. A list file names one path per line (blank lines and lines starting with # ignored),
     relative paths taken from the list file's folder.
 
+    Args:
+        paths: paths as given on the command line.
+        list_file: a file naming one input per line, or None.
     Returns:
         Inputs as strings, in order, each once.
     """
@@ -111,6 +126,12 @@ def fingerprint_one(item: str, backend_name: str, known: frozenset[str], threads
     Runs in a worker process or a Ray task: touches no database and raises nothing; errors come back
     as one line. Torch runs on `threads` threads so that every scheduler computes the same bits.
 
+    Args:
+        item: a checkpoint or fingerprint path.
+        backend_name: the backend to fingerprint on.
+        known: content hashes already indexed (skipped without fingerprinting).
+        threads: torch threads.
+        vocab: a tokenizer file for checkpoints that ship none, or None.
     Returns:
         {"input", "status": "added" | "skipped" | "failed", "content_hash"?, "data"? (fingerprint bytes),
          "label"?, "error"?}
@@ -169,6 +190,11 @@ def _local(items, backend, known, workers, threads, vocab):
 
 
 def ray_available() -> tuple[bool, str]:
+    """Whether Ray can run the batch here.
+
+    Returns:
+        (True, "") or (False, why not).
+    """
     try:
         import ray  # noqa: F401
     except ImportError:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import List, Optional
@@ -10,16 +9,11 @@ from typing import List, Optional
 import typer
 
 from .. import errors
+from ..terminal import progress_wanted, say
 
 index_app = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="A fingerprint index: which known model is this from? Family trees, sharing, batch fingerprinting.")
 DB_HELP = "The index database (one SQLite file)."
-
-
-def _progress() -> bool:
-    """Progress lines unless the top-level --quiet was given."""
-    state = getattr(sys.modules.get("provenance.cli"), "STATE", {})
-    return not state.get("quiet", False)
 
 
 def _echo_json(obj) -> None:
@@ -33,7 +27,7 @@ def _query(path: Path, backend: str, vocab: Optional[Path]):
     if is_fingerprint_file(path):
         return load_fingerprint(path)
     from ..backends import get_backend
-    return fingerprint_model(path, get_backend(backend), label=path.name, progress=_progress(), vocab_file=vocab)
+    return fingerprint_model(path, get_backend(backend), label=path.name, progress=progress_wanted(), vocab_file=vocab)
 
 
 @index_app.command("add")
@@ -67,10 +61,10 @@ def add(models: List[Path] = typer.Argument(None, help="Checkpoints, fingerprint
     with Store(db, create=True) as store:
         result = add_many(store, items, backend=backend, scheduler=scheduler, workers=workers, threads=threads,
                           role="base" if base else "model", released=released, fingerprinted_by=by,
-                          vocab=None if vocab is None else str(vocab), progress=_progress())
+                          vocab=None if vocab is None else str(vocab), progress=progress_wanted())
         total = len(store)
     for item, error in result.failed:
-        typer.echo(f"provenance: error: {error}" if item in error else f"provenance: error: {item}: {error}", err=True)
+        say(f"error: {error}" if item in error else f"error: {item}: {error}")
     if as_json:
         _echo_json({**result.as_dict(), "entries": total})
     else:
@@ -91,7 +85,7 @@ def search(model: Path = typer.Argument(..., help="The suspect model: checkpoint
     from .store import Store
     with Store(db) as store:
         query = _query(model, backend, vocab)
-        result = run_search(store, query, top=top, progress=_progress())
+        result = run_search(store, query, top=top, progress=progress_wanted())
     if as_json:
         _echo_json(result)
         return 0
@@ -112,7 +106,7 @@ def tree(db: Path = typer.Option(..., "--db", help=DB_HELP),
     from .store import Store
     from .tree import build_tree
     with Store(db) as store:
-        doc = build_tree(store, progress=_progress())
+        doc = build_tree(store, progress=progress_wanted())
     if report is not None:
         from .report import write_tree_report
         write_tree_report(report, doc)
@@ -134,7 +128,7 @@ def export(output: Path = typer.Argument(..., help="The export file to write."),
     from .exchange import export_index
     from .store import Store
     with Store(db) as store:
-        manifest = export_index(store, output, exported_by=by, progress=_progress())
+        manifest = export_index(store, output, exported_by=by, progress=progress_wanted())
     typer.echo(f"{len(manifest['entries'])} entries exported to {output}")
     return 0
 
@@ -146,7 +140,7 @@ def import_(file: Path = typer.Argument(..., help="An index export file."),
     """Import an export file; refused whole if any fingerprint fails validation. Keeps the exporter's identity."""
     from .exchange import import_index, read_export
     from .store import Store
-    prepared = read_export(file, progress=_progress())  # the whole file is checked before the database is touched
+    prepared = read_export(file, progress=progress_wanted())  # the whole file is checked before the database is touched
     with Store(db, create=True) as store:
         result = import_index(store, file, prepared)
     if as_json:

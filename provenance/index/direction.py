@@ -109,7 +109,14 @@ RULES = (("upcycled MoE", _compare_direction), ("pruned child", _pruned), ("dept
 
 
 def infer(fa, fb, result) -> dict:
-    """{"parent": "a" | "b" | None, "evidence": [rule: why, ...]} for a pair whose verdict is derived."""
+    """Which of a derived pair is the parent, from structure only.
+
+    Args:
+        fa, fb: the pair's Fingerprints.
+        result: their comparison document.
+    Returns:
+        {"parent": "a" | "b" | None, "evidence": ["rule: why", ...]}; None when no rule tells or rules disagree.
+    """
     calls = [(name, *rule(fa, fb, result)) for name, rule in RULES]
     said = [(name, parent, why) for name, parent, why in calls if parent is not None]
     parents = {parent for _, parent, _ in said}

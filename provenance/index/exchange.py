@@ -29,7 +29,6 @@ from ..schemas import SCHEMA_VERSIONS, tool_record
 from .store import ROLES, Store, fingerprint_from_bytes, utc_now
 
 FORMAT = "provenance-index-export"
-SCHEMA_VERSION = SCHEMA_VERSIONS["index_export"]
 MANIFEST = "manifest.json"
 MEMBER = re.compile(r"^fingerprints/([0-9a-f]{64})\.safetensors$")
 HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -45,6 +44,12 @@ def export_index(store: Store, target: Path, exported_by: str | None = None, has
                  progress: bool = False) -> dict:
     """Write the index (or the entries with the given content hashes) to one file, atomically.
 
+    Args:
+        store: the open index.
+        target: the export file to write.
+        exported_by: who exports (recorded in the manifest), or None.
+        hashes: content hashes of the entries to export; None exports all.
+        progress: show progress on stderr.
     Returns:
         The manifest written.
     """
@@ -52,7 +57,7 @@ def export_index(store: Store, target: Path, exported_by: str | None = None, has
     entries = [e for e in store.entries() if hashes is None or e.content_hash in set(hashes)]
     origin_ids = {e.origin_id for e in entries}
     manifest = {
-        "format": FORMAT, "schema_version": SCHEMA_VERSION, "tool": tool_record(),
+        "format": FORMAT, "schema_version": SCHEMA_VERSIONS["index_export"], "tool": tool_record(),
         "exporter": {"tool": "provenance", "tool_version": __version__, "exported_by": exported_by, "exported_at": utc_now()},
         "origins": [o for o in store.origins() if o["id"] in origin_ids],
         "entries": [{**{k: v for k, v in e.as_dict().items() if k not in ("id", "source", "origin_id")}, "origin": e.origin_id}
@@ -83,8 +88,9 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, path: P
 def _check_manifest(doc, path: Path) -> None:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise MalformedInput(f"not a provenance index export (format is not {FORMAT!r})", path)
-    if str(doc.get("schema_version", "")).split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-        raise Unsupported(f"index export schema {doc.get('schema_version')!r}; this version reads {SCHEMA_VERSION}", path)
+    expected = SCHEMA_VERSIONS["index_export"]
+    if str(doc.get("schema_version", "")).split(".")[0] != expected.split(".")[0]:
+        raise Unsupported(f"index export schema {doc.get('schema_version')!r}; this version reads {expected}", path)
     if not isinstance(doc.get("exporter"), dict) or not isinstance(doc.get("origins"), list) \
             or not isinstance(doc.get("entries"), list):
         raise MalformedInput("manifest lacks exporter, origins or entries", path)
@@ -113,8 +119,14 @@ def _check_manifest(doc, path: Path) -> None:
 def read_export(path: Path, progress: bool = False) -> tuple[dict, list[tuple[dict, object, bytes]]]:
     """Open and validate an export file completely.
 
+    Args:
+        path: the export file.
+        progress: show progress on stderr.
     Returns:
-        (manifest, [(entry, Fingerprint, fingerprint bytes)]). Raises MalformedInput (exit 4) on anything wrong.
+        (manifest, [(entry, Fingerprint, fingerprint bytes)]).
+    Raises:
+        InputNotFound: no such file.
+        MalformedInput: anything wrong in it (exit 4).
     """
     path = Path(path)
     if not path.is_file():

@@ -33,7 +33,13 @@ def _layout(doc) -> dict[str, tuple[float, float]]:
 
 
 def tree_figure(doc) -> bytes:
-    """PNG bytes of the forest: solid arrows where structure gives the direction, plain lines otherwise."""
+    """PNG bytes of the forest: solid arrows where structure gives the direction, plain lines otherwise.
+
+    Args:
+        doc: the index_tree document.
+    Returns:
+        The PNG file's bytes.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -69,6 +75,13 @@ def tree_figure(doc) -> bytes:
 
 
 def tree_markdown(doc) -> str:
+    """The forest as Markdown: what was compared, and one table row per edge.
+
+    Args:
+        doc: the index_tree document.
+    Returns:
+        tree.md's text (it shows tree.png).
+    """
     lines = [f"# Lineage forest ({len(doc['nodes'])} models)", "",
              f"{doc['compared']} pairs compared ({doc['pairs_rule']}); {doc['derived_pairs']} derived after Holm's "
              f"correction over the compared pairs; {len(doc['edges'])} edges in the forest.", "",
@@ -82,6 +95,12 @@ def tree_markdown(doc) -> str:
 
 
 def write_tree_report(directory: Path, doc: dict) -> None:
+    """tree.json, tree.png and tree.md, each written atomically.
+
+    Args:
+        directory: where to write.
+        doc: the index_tree document.
+    """
     directory = Path(directory)
     write_json(directory / "tree.json", doc)
     write_bytes(directory / "tree.png", tree_figure(doc))

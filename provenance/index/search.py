@@ -20,7 +20,6 @@ from ..schemas import SCHEMA_VERSIONS, tool_record
 from . import direction as D
 from . import summary as S
 
-SCHEMA_VERSION = SCHEMA_VERSIONS["index_search"]
 DEFAULT_TOP = 10
 CORRECTION = "holm"
 VERDICT_ORDER = {"derived": 0, "inconclusive": 1, "independent": 2}
@@ -68,7 +67,15 @@ def holm(p_values: list[float | None], searched: int) -> list[float | None]:
 
 def rank_prefilter(store, query_fp) -> dict:
     """The pre-filter alone: every indexed model (except the query's own content hash) ranked by summary
-    similarity, with the time it took (reading the summaries from the store included)."""
+    similarity, with the time it took (reading the summaries from the store included).
+
+    Args:
+        store: the open index.
+        query_fp: the query's Fingerprint.
+    Returns:
+        {"ranked": [(content hash, name, score)] best first, "query_indexed": whether the query itself is
+        indexed, "seconds"}.
+    """
     t0 = time.perf_counter()
     ids, hashes, names, matrix = store.summaries()
     own = query_fp.model()["content_hash"]
@@ -116,7 +123,7 @@ def search(store, query_fp, top: int = DEFAULT_TOP, progress: bool = False) -> d
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
     model = query_fp.model()
-    return {"schema_version": SCHEMA_VERSION, "tool": tool_record(),
+    return {"schema_version": SCHEMA_VERSIONS["index_search"], "tool": tool_record(),
             "query": {"name": model.get("label"), "content_hash": model["content_hash"], "family": model.get("family"),
                       "layers": query_fp.num_layers},
             "candidates": rows, "searched": len(ranked), "confirmed": len(rows), "correction": CORRECTION,

@@ -64,11 +64,22 @@ ENTRY_COLUMNS = ("id", "content_hash", "name", "role", "family", "format", "laye
 
 
 def utc_now() -> str:
+    """The current time as the index records it.
+
+    Returns:
+        UTC, ISO 8601 to the second ("2026-01-31T12:00:00Z").
+    """
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def fingerprint_bytes(fp) -> bytes:
-    """The fingerprint's file bytes (Fingerprint.save writes a file; we keep exactly those bytes)."""
+    """The fingerprint's file bytes (Fingerprint.save writes a file; we keep exactly those bytes).
+
+    Args:
+        fp: a Fingerprint.
+    Returns:
+        The safetensors file's bytes.
+    """
     with tempfile.TemporaryDirectory(prefix="provenance-index-") as tmp:
         path = Path(tmp) / "fingerprint.safetensors"
         fp.save(path)
@@ -76,7 +87,16 @@ def fingerprint_bytes(fp) -> bytes:
 
 
 def fingerprint_from_bytes(data: bytes, where: str):
-    """Load and validate fingerprint bytes through the same checks as a fingerprint file."""
+    """Load and validate fingerprint bytes through the same checks as a fingerprint file.
+
+    Args:
+        data: fingerprint file bytes.
+        where: what they are, for messages (the database and entry).
+    Returns:
+        The Fingerprint.
+    Raises:
+        MalformedInput: naming `where`.
+    """
     from ..fingerprint import load_fingerprint
     with tempfile.TemporaryDirectory(prefix="provenance-index-") as tmp:
         path = Path(tmp) / "fingerprint.safetensors"
@@ -109,11 +129,23 @@ class Entry:
 
     @classmethod
     def from_row(cls, row) -> "Entry":
+        """An Entry from an entries row, JSON columns decoded.
+
+        Args:
+            row: the ENTRY_COLUMNS values, in order.
+        Returns:
+            The Entry.
+        """
         d = dict(zip(ENTRY_COLUMNS, row))
         d["facts"], d["backend"] = json.loads(d["facts"]), json.loads(d["backend"])
         return cls(**d)
 
     def as_dict(self) -> dict:
+        """The entry's metadata as a dict.
+
+        Returns:
+            Column name -> value.
+        """
         return dict(self.__dict__)
 
 
@@ -164,6 +196,7 @@ class Store:
             raise MalformedInput(f"index database lacks tables {sorted(missing)}", self.path)
 
     def close(self) -> None:
+        """Close the database connection."""
         self.conn.close()
 
     def __enter__(self) -> "Store":
@@ -173,11 +206,19 @@ class Store:
         self.close()
 
     def transaction(self):
-        """A context manager: BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        """A context manager: BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
+
+        Returns:
+            The transaction context.
+        """
         return _Transaction(self.conn)
 
     def integrity(self) -> list[str]:
-        """SQLite's integrity check plus the store's own invariants; [] when consistent."""
+        """SQLite's integrity check plus the store's own invariants.
+
+        Returns:
+            The problems found; [] when consistent.
+        """
         problems = [r[0] for r in self.conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
         problems += [f"foreign key: {r}" for r in self.conn.execute("PRAGMA foreign_key_check")]
         bad = self.conn.execute("SELECT name FROM entries WHERE length(summary) != ?", (4 * S.DIMENSION,)).fetchall()
@@ -186,7 +227,15 @@ class Store:
 
     # --- origins ---
     def origin(self, kind: str, identity: dict, source: str | None = None) -> int:
-        """The id of an origin row with this identity, creating it in its own transaction when new."""
+        """The id of an origin row with this identity, creating it in its own transaction when new.
+
+        Args:
+            kind: how the fingerprints came in ("local", "import", ...).
+            identity: who produced the fingerprints (tool, version, person; an export's origin record).
+            source: where they came from (an export file), or None.
+        Returns:
+            The origin's id.
+        """
         text = json.dumps(identity, sort_keys=True)
         row = self.conn.execute("SELECT id FROM origins WHERE kind = ? AND identity = ? AND source IS ?",
                                 (kind, text, source)).fetchone()
@@ -202,12 +251,22 @@ class Store:
                                  (kind, text, source, utc_now())).lastrowid
 
     def origins(self) -> list[dict]:
+        """Every origin row, oldest first.
+
+        Returns:
+            [{id, kind, identity, source, recorded_at}].
+        """
         return [{"id": i, "kind": k, "identity": json.loads(ident), "source": src, "recorded_at": at}
                 for i, k, ident, src, at in self.conn.execute(
                     "SELECT id, kind, identity, source, recorded_at FROM origins ORDER BY id")]
 
     # --- entries ---
     def hashes(self) -> set[str]:
+        """The content hashes of every indexed model.
+
+        Returns:
+            A set of hex digests.
+        """
         return {r[0] for r in self.conn.execute("SELECT content_hash FROM entries")}
 
     def __len__(self) -> int:
@@ -235,7 +294,16 @@ class Store:
     def insert(self, fp, *, origin_id: int, role: str = "model", source: str | None = None, released: str | None = None,
                fingerprinted_by: str | None = None, name: str | None = None, data: bytes | None = None,
                added_at: str | None = None, tool_version: str | None = None) -> bool:
-        """As add, inside a transaction the caller holds (several inserts that must land together)."""
+        """As add, inside a transaction the caller holds (several inserts that must land together).
+
+        Args:
+            fp, origin_id, role, source, released, fingerprinted_by, name, data, added_at: as add.
+            tool_version: the version that fingerprinted it (default: this one; imports keep the exporter's).
+        Returns:
+            True when inserted, False when its content hash was already indexed.
+        Raises:
+            ValueError: a role other than 'base' or 'model'.
+        """
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, not {role!r}")
         from .. import __version__
@@ -264,16 +332,37 @@ class Store:
         return entry
 
     def entries(self) -> list[Entry]:
+        """Every indexed model's metadata, in insertion order.
+
+        Returns:
+            Entries.
+        Raises:
+            MalformedInput: a row with malformed metadata.
+        """
         cols = ", ".join(ENTRY_COLUMNS)
         return [self._entry(r) for r in self.conn.execute(f"SELECT {cols} FROM entries ORDER BY id")]
 
     def entry(self, content_hash: str) -> Entry | None:
+        """One indexed model's metadata.
+
+        Args:
+            content_hash: the model's content hash.
+        Returns:
+            Its Entry, or None when not indexed.
+        """
         cols = ", ".join(ENTRY_COLUMNS)
         row = self.conn.execute(f"SELECT {cols} FROM entries WHERE content_hash = ?", (content_hash,)).fetchone()
         return None if row is None else self._entry(row)
 
     def summaries(self) -> tuple[list[int], list[str], list[str], np.ndarray]:
-        """(ids, content hashes, names, float32 [entries, DIMENSION]) for the pre-filter, in one query."""
+        """Everything the pre-filter needs, in one query.
+
+        Returns:
+            (ids, content hashes, names, float32 [entries, DIMENSION] summary matrix).
+        Raises:
+            MalformedInput: a summary of the wrong size.
+            Unsupported: a summary of another version (rebuild the index).
+        """
         ids, hashes, names, blobs = [], [], [], []
         for i, h, n, v, blob in self.conn.execute("SELECT id, content_hash, name, summary_version, summary FROM entries ORDER BY id"):
             if not isinstance(blob, bytes) or len(blob) != 4 * S.DIMENSION:
@@ -286,6 +375,16 @@ class Store:
         return ids, hashes, names, matrix
 
     def fingerprint_data(self, content_hash: str) -> bytes:
+        """The stored fingerprint file bytes of an indexed model, checked against their sha256.
+
+        Args:
+            content_hash: the model's content hash.
+        Returns:
+            The bytes.
+        Raises:
+            InputNotFound: no such entry.
+            MalformedInput: the bytes do not match their recorded sha256.
+        """
         row = self.conn.execute("SELECT fingerprint, fingerprint_sha256, name FROM entries WHERE content_hash = ?",
                                 (content_hash,)).fetchone()
         if row is None:
@@ -295,7 +394,13 @@ class Store:
         return row[0]
 
     def fingerprint(self, content_hash: str):
-        """The validated Fingerprint of an indexed model."""
+        """The validated Fingerprint of an indexed model.
+
+        Args:
+            content_hash: the model's content hash.
+        Returns:
+            The Fingerprint.
+        """
         return fingerprint_from_bytes(self.fingerprint_data(content_hash), f"{self.path}: entry {content_hash[:12]}")
 
 

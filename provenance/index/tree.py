@@ -30,7 +30,6 @@ from ..schemas import SCHEMA_VERSIONS, tool_record
 from . import direction as D
 from .search import holm, prefilter_scores
 
-SCHEMA_VERSION = SCHEMA_VERSIONS["index_tree"]
 EXHAUSTIVE_UP_TO = 100
 NEIGHBOURS = 10
 
@@ -42,7 +41,16 @@ def _strength(result) -> float:
 
 
 def candidate_pairs(store, entries, exhaustive_up_to: int = EXHAUSTIVE_UP_TO, neighbours: int = NEIGHBOURS):
-    """Pairs of entry indices to compare: all of them for small indexes, else pre-filter neighbours."""
+    """Pairs of entry indices to compare: all of them for small indexes, else pre-filter neighbours.
+
+    Args:
+        store: the open index.
+        entries: the Entries in the tree.
+        exhaustive_up_to: up to this many entries, every pair is compared.
+        neighbours: above it, each entry's this many nearest by summary.
+    Returns:
+        ([(i, j)], the rule used, in words).
+    """
     n = len(entries)
     if n <= exhaustive_up_to:
         return list(itertools.combinations(range(n), 2)), "all pairs"
@@ -84,6 +92,11 @@ ATTACH_ORDER = ("the relative is a declared base model and the child is not, or 
 def compare_pairs(store, entries, pairs, progress: bool = False) -> list[dict]:
     """Full comparison of each pair of entry indices, with Holm's correction over all of them.
 
+    Args:
+        store: the open index.
+        entries: the Entries compared.
+        pairs: (i, j) indices into entries.
+        progress: show progress on stderr.
     Returns:
         [{i, j, pair_verdict, p_value, p_value_corrected, strength, direction (derived pairs)}].
     """
@@ -106,10 +119,18 @@ def compare_pairs(store, entries, pairs, progress: bool = False) -> list[dict]:
 
 
 def assemble(entries, compared, pairs_rule: str = "") -> dict:
-    """The tree document from compared pairs (compare_pairs): candidate edges, then the forest."""
+    """The tree document from compared pairs (compare_pairs): candidate edges, then the forest.
+
+    Args:
+        entries: the Entries in the tree.
+        compared: compare_pairs' rows.
+        pairs_rule: how the pairs were chosen, in words.
+    Returns:
+        The index_tree document (docs/SCHEMAS.md).
+    """
     derived = [r for r in compared if r["pair_verdict"] == "derived" and r["p_value_corrected"] is not None
                and r["p_value_corrected"] <= DECISION["alpha_derived"]]
-    return {"schema_version": SCHEMA_VERSION, "tool": tool_record(),
+    return {"schema_version": SCHEMA_VERSIONS["index_tree"], "tool": tool_record(),
             "nodes": [{"name": e.name, "content_hash": e.content_hash, "role": e.role, "family": e.family,
                        "layers": e.layers, "released": e.released} for e in entries],
             "edges": _forest(entries, derived), "compared": len(compared), "derived_pairs": len(derived),

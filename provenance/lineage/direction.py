@@ -33,13 +33,12 @@ def _pruned(ctx):
 def _vocabulary(ctx):
     """Within the hash range both fingerprints cover, one model's embedding tokens strictly contain the other's:
     the model with the extended vocabulary is the child."""
-    ea, eb = ctx.fa.doc.get("embedding"), ctx.fb.doc.get("embedding")
-    if not ea or not eb or not ea.get("tokens") or not eb.get("tokens") or ea.get("matched_by") != "token strings" \
-            or eb.get("matched_by") != "token strings":
+    ea, eb = ctx.fa.embedding_tokens(), ctx.fb.embedding_tokens()
+    if ea is None or eb is None or ea[1] != "token strings" or eb[1] != "token strings":
         return None
-    limit = min(token_rank(ea["tokens"][-1]), token_rank(eb["tokens"][-1]))
-    ta = {t for t in ea["tokens"] if token_rank(t) <= limit}
-    tb = {t for t in eb["tokens"] if token_rank(t) <= limit}
+    limit = min(token_rank(ea[0][-1]), token_rank(eb[0][-1]))
+    ta = {t for t in ea[0] if token_rank(t) <= limit}
+    tb = {t for t in eb[0] if token_rank(t) <= limit}
     if tb < ta and len(ta - tb) >= MIN_EXTRA * len(ta):
         return "b", f"A's vocabulary extends B's ({len(ta - tb)} of {len(ta)} sampled tokens are new, none removed): A is the child"
     if ta < tb and len(tb - ta) >= MIN_EXTRA * len(tb):

@@ -41,7 +41,13 @@ def _all(rows, key) -> str:
 
 def kernel_summary(report) -> tuple[list[str], list[list]]:
     """One row per kernel: its worst max relative error per measured dtype, the worst emulated mode,
-    and whether it was bitwise repeatable and slice invariant everywhere."""
+    and whether it was bitwise repeatable and slice invariant everywhere.
+
+    Args:
+        report: the drift document.
+    Returns:
+        (headers, rows) of the table.
+    """
     measured = [r for r in report["rows"] if not r["emulated"]]
     emulated = [r for r in report["rows"] if r["emulated"]]
     dtypes = list(dict.fromkeys(r["dtype"] for r in measured))
@@ -106,7 +112,13 @@ def _error_figure(report) -> Figure:
 
 
 def drift_summary_section(report) -> Section:
-    """The plain-language summary of one drift report."""
+    """The plain-language summary of one drift report.
+
+    Args:
+        report: the drift document.
+    Returns:
+        The lead Section.
+    """
     rows = report["rows"]
     backends = sorted({r["backend"] for r in rows if not r["emulated"]})
     dtypes = list(dict.fromkeys(r["dtype"] for r in rows if not r["emulated"]))
@@ -147,6 +159,8 @@ def drift_sections(report, full_table: bool = True) -> list[Section]:
     Args:
         report: the drift document.
         full_table: fold every configuration's row under the per-kernel summary.
+    Returns:
+        Sections in reading order.
     """
     headers, rows = kernel_summary(report)
     errors = Section("Drift: kernel error against the float64 golden run",
@@ -178,7 +192,13 @@ def _short_names(names: list[str]) -> dict[str, str]:
 
 def merged_rows(result) -> list[dict]:
     """drift compare's rows, with the deterministic-algorithms on and off rows of one kernel merged when
-    they measured the same thing, and labelled when they differ."""
+    they measured the same thing, and labelled when they differ.
+
+    Args:
+        result: the drift-compare document.
+    Returns:
+        Rows as in the document, each with a "det" label ("off", "on", or "off and on (same result)" when merged).
+    """
     groups: dict[tuple, list] = {}
     for r in result["rows"]:
         key = (r["report"], r["kernel"], r["dtype"], r["mode"], r["reference_mode"], r["backend"])
@@ -239,6 +259,16 @@ def _ratio_figure(result, rows, short) -> Figure:
 
 
 def comparison_summary_section(result, short, shown: int) -> Section:
+    """The plain-language summary of a drift comparison: what was compared, the result, what it means
+    and does not mean.
+
+    Args:
+        result: the drift-compare document.
+        short: report name -> the short name shown.
+        shown: how many rows the kernel table shows (after merging).
+    Returns:
+        The lead Section.
+    """
     others = [n for n in result["reports"] if n != result["reference"]]
     agree = all(v["agree"] for v in result["verdicts"])
     c = result["counts"]
@@ -264,7 +294,13 @@ def comparison_summary_section(result, short, shown: int) -> Section:
 
 
 def comparison_sections(result) -> list[Section]:
-    """Every section of a drift-compare report: summary, per-kernel table with its plot, verdict agreement."""
+    """Every section of a drift-compare report: summary, per-kernel table with its plot, verdict agreement.
+
+    Args:
+        result: the drift-compare document.
+    Returns:
+        Sections in reading order.
+    """
     short = _short_names(result["reports"])
     rows = merged_rows(result)
     several = len(result["reports"]) > 2
@@ -287,10 +323,20 @@ def comparison_sections(result) -> list[Section]:
 
 
 def write_drift_report(directory: Path, report) -> None:
-    """report.md, report.html and figures/ for one drift report."""
+    """report.md, report.html and figures/ for one drift report.
+
+    Args:
+        directory: where to write.
+        report: the drift document.
+    """
     write_report(Path(directory), "provenance drift report", [drift_summary_section(report)] + drift_sections(report))
 
 
 def write_drift_comparison(directory: Path, result) -> None:
-    """report.md, report.html and figures/ for a comparison of drift reports."""
+    """report.md, report.html and figures/ for a comparison of drift reports.
+
+    Args:
+        directory: where to write.
+        result: the drift-compare document.
+    """
     write_report(Path(directory), "provenance drift comparison", comparison_sections(result))

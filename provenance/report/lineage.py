@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from ..fingerprint.record import SIGMA_ROLES
 from .render import Figure, Section, Table, figure_png, format_p, new_figure, write_report
 from .wording import deciding_signal, null_size, p_value_note, p_with_null, verdict_words
 
-SIGMA_ROLES = ("attn.q", "attn.k", "attn.v", "attn.o")
 # signal name -> the key of its matrix in result["matrices"] when it is not the signal's own name
 MATRIX_KEYS = {"neuron_match": "mlp", "dense_moe_match": "mlp"}
 # parent side -> words; None: the weights do not tell
@@ -119,7 +119,7 @@ def _curves(result, fa, fb) -> tuple[dict, dict] | None:
     if fa is None or fb is None:
         return None
     def read(fp):
-        return {r: [l["sigma"].get(r, np.nan) for l in fp.doc["layers"]] for r in SIGMA_ROLES}
+        return {r: fp.sigma_curve(r).tolist() for r in SIGMA_ROLES}
     return read(fa), read(fb)
 
 
@@ -157,6 +157,8 @@ def summary_section(result, up: str | None = None) -> Section:
     Args:
         result: the comparison document.
         up: relative target of the report this one belongs to ("../../report.{ext}"), linked at the end.
+    Returns:
+        The lead Section.
     """
     headline, means, not_means = verdict_words(result["verdict"])
     best = deciding_signal(result)

@@ -23,6 +23,8 @@ DPI = 110
 
 @dataclass
 class Figure:
+    """A plot: PNG bytes, written under figures/ and shown with its caption (alt text for readers who cannot see it)."""
+
     name: str            # file stem under figures/
     png: bytes
     caption: str         # shown under the figure
@@ -31,12 +33,16 @@ class Figure:
 
 @dataclass(frozen=True)
 class Link:
+    """A link to another report of the bundle; the target's "{ext}" becomes md or html."""
+
     text: str
     target: str          # relative path; "{ext}" becomes md or html
 
 
 @dataclass
 class Table:
+    """A table shown folded (<details>) under a section's main table."""
+
     headers: list[str]
     rows: list[list]
     summary: str = ""    # the <details> line when the table is folded
@@ -44,6 +50,8 @@ class Table:
 
 @dataclass
 class Section:
+    """One section of a report: title, paragraphs, an optional table, figures, a folded table and a term list."""
+
     title: str
     text: str = ""                     # paragraphs separated by a blank line
     headers: list[str] = field(default_factory=list)
@@ -55,6 +63,13 @@ class Section:
 
 
 def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed).
+
+    Args:
+        fig: the matplotlib Figure.
+    Returns:
+        The PNG file's bytes.
+    """
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -63,6 +78,14 @@ def figure_png(fig) -> bytes:
 
 
 def new_figure(width=7.0, height=3.6, **kwargs):
+    """A figure and its axes on the non-interactive backend.
+
+    Args:
+        width, height: inches.
+        **kwargs: passed to plt.subplots (nrows, ncols, ...).
+    Returns:
+        (figure, axes), as plt.subplots returns them.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -70,7 +93,13 @@ def new_figure(width=7.0, height=3.6, **kwargs):
 
 
 def format_p(p) -> str:
-    """A p-value as a reader takes it in: '< 1e-12' below what a fitted tail can mean, else 2 digits."""
+    """A p-value as a reader takes it in: '< 1e-12' below what a fitted tail can mean, else 2 digits.
+
+    Args:
+        p: the p-value, or None.
+    Returns:
+        The text ("n/a" for None).
+    """
     if p is None:
         return "n/a"
     if p < 1e-12:
@@ -130,6 +159,14 @@ def _md_table(headers, rows) -> list[str]:
 
 
 def to_markdown(title: str, sections: list[Section]) -> str:
+    """The report as Markdown, figures linked from figures/.
+
+    Args:
+        title: the report's title.
+        sections: the sections in order.
+    Returns:
+        report.md's text.
+    """
     out = [f"# {_md_escape(title)}", ""]
     for s in sections:
         out += [f"## {_md_escape(s.title)}", ""]
@@ -180,6 +217,14 @@ STYLE = ("body{font-family:sans-serif;max-width:%dpx;margin:2em auto;padding:0 1
 
 
 def to_html(title: str, sections: list[Section]) -> str:
+    """The report as one self-contained HTML page (figures inlined), escaped throughout.
+
+    Args:
+        title: the report's title.
+        sections: the sections in order.
+    Returns:
+        report.html's text.
+    """
     e = html.escape
     out = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
            f"<style>{STYLE}</style></head><body>", f"<h1>{e(title)}</h1>"]

@@ -32,29 +32,61 @@ VERDICT_WORDS = {
 
 
 def verdict_words(verdict: str) -> tuple[str, str, str]:
-    """(headline, meaning, not meaning) for a verdict; an unknown verdict is named, not explained."""
+    """(headline, meaning, not meaning) for a verdict; an unknown verdict is named, not explained.
+
+    Args:
+        verdict: derived, independent or inconclusive.
+    Returns:
+        Three sentences for people.
+    """
     return VERDICT_WORDS.get(verdict, (verdict, f"The tool returned '{verdict}'.", "See the reason below."))
 
 
 def deciding_signal(result: dict) -> dict | None:
-    """The used, calibrated signal with the smallest p-value: the one the combined p-value comes from."""
+    """The used, calibrated signal with the smallest p-value: the one the combined p-value comes from.
+
+    Args:
+        result: the comparison document.
+    Returns:
+        The signal's record, or None when no calibrated signal was used.
+    """
     used = [s for s in result.get("signals", []) if s.get("used") and s.get("p_value") is not None]
     return min(used, key=lambda s: s["p_value"]) if used else None
 
 
 def null_size(signal: dict | None) -> int | None:
+    """How many null values a signal's p-value was fitted to.
+
+    Args:
+        signal: a signal record, or None.
+    Returns:
+        The count, or None when it has no null.
+    """
     values = (signal or {}).get("null_values")
     return None if values is None else len(values)
 
 
 def p_with_null(p, n: int | None) -> str:
-    """'< 1e-12 (null of 12)': the p-value as read, beside the number of values its null was fitted to."""
+    """'< 1e-12 (null of 12)': the p-value as read, beside the number of values its null was fitted to.
+
+    Args:
+        p: the p-value, or None.
+        n: the null's size, or None.
+    Returns:
+        The text.
+    """
     text = format_p(p)
     return text if p is None or n is None else f"{text} (null of {n})"
 
 
 def p_value_note(n: int | None) -> str:
-    """What a Gaussian tail fitted to n null values can and cannot say about a very small p-value."""
+    """What a Gaussian tail fitted to n null values can and cannot say about a very small p-value.
+
+    Args:
+        n: the null's size.
+    Returns:
+        The note; "" when there is no null.
+    """
     if not n:
         return ""
     resolution = 1.0 / (n + 1)
