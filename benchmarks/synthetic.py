@@ -50,6 +50,6 @@ def synthetic_fingerprint(layers: int = 48, seed: int = 0, parent: Fingerprint |
             fp.put(f"body.{kind}", near(parent.attention_product(i, kind) if parent else None, (BODY_DIMS, BODY_DIMS)), i)
         per_head = max(1, ATTN_ROWS // (2 * HEADS + 2 * KV_HEADS))
         doc["layers"][i]["attn_rows"] = {"heads": HEADS, "kv_heads": KV_HEADS, "per_head": per_head}
-        fp.put("body.attn_rows", near(parent.feature("body.attn_rows", i) if parent else None,
+        fp.put("body.attn_rows", near(parent.attention_rows(i) if parent else None,
                                       ((2 * HEADS + 2 * KV_HEADS) * per_head, BODY_DIMS)), i)
     return fp

@@ -57,7 +57,7 @@ class BodyView:
                 self.layers.append(([unit["up"], unit["down"]], []))
         self.attn_rows = []  # per layer: None or (unit rows, (heads, kv_heads, per_head))
         for i in range(fp.num_layers):
-            r = fp.feature("body.attn_rows", i)
+            r = fp.attention_rows(i)
             lay = fp.layer_info(i).get("attn_rows", {})
             self.attn_rows.append(None if r is None else
                                   (kernels.unit_rows(r.to(DTYPE)), (lay["heads"], lay["kv_heads"], lay["per_head"])))
