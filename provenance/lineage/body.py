@@ -222,8 +222,8 @@ def _attention_row_start(va, vb, layers_a, layers_b, match_heads: bool) -> torch
             m = m + a[0].T @ b[0]
             continue
         for blocks_a, blocks_b in zip(_head_blocks(*a), _head_blocks(*b)):
-            for h, g in enumerate(_match_heads(blocks_a, blocks_b)):
-                m = m + blocks_a[h].T @ blocks_b[g]
+            order = _match_heads(blocks_a, blocks_b)
+            m = m + torch.cat(blocks_a).T @ torch.cat([blocks_b[g] for g in order])
     return None if isinstance(m, int) else kernels.polar(m)
 
 
