@@ -7,6 +7,7 @@ from provenance.fingerprint import MAX_NEURONS, N_ANCHORS, SIGMA_ROLES, Fingerpr
 from provenance.fingerprint.compute import ATTN_ROWS, BODY_DIMS, N_EMBED_TOKENS
 
 HEADS, KV_HEADS = 40, 8  # a 5120-wide model's attention layout (Qwen2.5-14B, Pangu Pro MoE)
+from provenance.backends import CpuBackend
 from provenance.schemas import SCHEMA_VERSIONS
 
 
@@ -16,7 +17,7 @@ def synthetic_fingerprint(layers: int = 48, seed: int = 0, parent: Fingerprint |
     doc = {"schema_version": SCHEMA_VERSIONS["fingerprint"],
            "model": {"label": f"synthetic-{seed}", "format": "synthetic", "family": "synthetic",
                      "content_hash": f"{seed:064x}", "sha256": {}, "facts": {}},
-           "backend": {"backend": "cpu"}, "settings": {"n_anchors": N_ANCHORS, "max_neurons": MAX_NEURONS},
+           "backend": CpuBackend().identity(), "settings": {"n_anchors": N_ANCHORS, "max_neurons": MAX_NEURONS},
            "anchors": {"tokens": [f"t{k}" for k in range(N_ANCHORS)], "matched_by": "token strings"}, "layers": []}
     doc["settings"].update({"body_dims": BODY_DIMS, "body_basis": "synthetic"})
     doc["embedding"] = {"tokens": [f"t{k}" for k in range(N_EMBED_TOKENS)], "matched_by": "token strings"}

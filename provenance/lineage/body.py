@@ -22,7 +22,7 @@ from .. import kernels
 
 FIT_POOL = 384         # least neurons per side in one map fit (the strongest of each layer, spread over layers)
 FIT_ITERATIONS = 5
-SCOUT_ITERATIONS = 1     # refinement every start gets before the best ones are refined further
+SCOUT_ITERATIONS = 0     # refinement rounds every start gets before the best ones are refined further (0: scored as is)
 FINALISTS = 2            # scouted starts refined to convergence
 GOOD_ENOUGH = 0.9      # a start whose fitted objective reaches this ends the search over starts
 DTYPE = torch.float32
@@ -158,9 +158,9 @@ def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
     """Best orthogonal map over the starts and every iterate of alternating soft matching and Procrustes (a start
     that already fits is never made worse): (S, objective = mean best-match similarity of A's rows).
 
-    Every start gets a short refinement; the FINALISTS best of them are refined to convergence (a right start can
-    trail a wrong one after one round when the models were trained apart), and a start that fits well ends the
-    search (starts may be callables, computed only when reached)."""
+    Every start is scored (after SCOUT_ITERATIONS rounds); the FINALISTS best are refined to convergence (a right
+    start can trail a wrong one before refinement when the models were trained apart), and a start that fits well
+    ends the search (starts may be callables, computed only when reached)."""
     scouted, tried = [], []  # (objective, best map, last map); the starts scouted so far
     for start in starts:
         s = start() if callable(start) else start
