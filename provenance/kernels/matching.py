@@ -3,7 +3,7 @@
 Small problems (fewer rows than `exact_below`) get scipy's dense LSAP, exactly as `assignment.match` does.
 Larger ones are pruned and then proved:
 
-1. Candidates: each row's top-k and each column's top-k similarities. The similarity is computed with torch
+1. Candidates: each row's top-k and each column's top-4 similarities. The similarity is computed with torch
    on its inputs' device, one [block, m] slab of rows at a time; the slabs are kept (on that device) when the
    whole matrix fits in `keep_bytes`, else recomputed on each pass. A 13824-wide float32 matrix is 764 MB: kept
    under the default budget, because on a CPU the descriptor product costs far more than holding its result.
@@ -33,11 +33,13 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import maximum_bipartite_matching, min_weight_full_bipartite_matching
 
 EXACT_BELOW = 2048        # rows below which the dense LSAP runs as it is (memory n*m*8 bytes, time fine)
-CANDIDATES = 16           # top-k per row and per column
+CANDIDATES = 16           # top-k per row
+COLUMN_CANDIDATES = 4     # top-k per column (a column's top-k is a strided, slower selection; pricing adds more)
 BLOCK_ROWS = 1024         # rows of the similarity computed at once
 KEEP_BYTES = 1 << 30      # keep the whole similarity when it fits in this (float32)
 MAX_ROUNDS = 8            # column-generation rounds before giving up on a proof
 ADD_PER_ROW = 8           # violating columns added per row and round
+SLACK = 0.02              # pairs within this (similarity units) of violating join the violators: fewer rounds
 TOLERANCE = 1e-9          # a reduced similarity above this is a violation (float32 inputs, float64 sums)
 POTENTIAL_SWEEPS = 20000  # Bellman-Ford sweeps (each O(edges)); stops early when potentials settle
 
@@ -58,6 +60,7 @@ class Assignment:
         candidates: k, candidate columns per row and rows per column at the start.
         edges: pairs in the final candidate graph.
         rounds: sparse solves done (1 + column-generation rounds).
+        passes: pricing passes over the full similarity matrix.
         completed: rows whose candidates had to be completed for a full matching to exist.
     """
 
@@ -71,6 +74,7 @@ class Assignment:
     candidates: int = 0
     edges: int = 0
     rounds: int = 0
+    passes: int = 0
     completed: int = 0
 
     @property
@@ -81,7 +85,7 @@ class Assignment:
     def summary(self) -> dict:
         return {"method": self.method, "objective": self.objective, "bound": self.bound, "gap": self.gap,
                 "certified_optimal": self.certified_optimal, "candidates": self.candidates, "edges": self.edges,
-                "rounds": self.rounds, "completed_rows": self.completed}
+                "rounds": self.rounds, "passes": self.passes, "completed_rows": self.completed}
 
 
 class _Slabs:
@@ -91,6 +95,11 @@ class _Slabs:
         self.slab, self.n, self.m, self.block = slab, n, m, block
         self.keep = n * m * 4 <= keep_bytes
         self.cache: dict[int, torch.Tensor] = {}
+        self.magnitudes: dict[int, float] = {}
+
+    def magnitude(self, r0: int) -> float:
+        """max |s| over the slab starting at row r0 (after it was produced once)."""
+        return self.magnitudes[r0]
 
     def __iter__(self):
         for r0 in range(0, self.n, self.block):
@@ -98,6 +107,8 @@ class _Slabs:
                 yield r0, self.cache[r0]
                 continue
             s = self.slab(r0, min(self.n, r0 + self.block)).float()
+            if r0 not in self.magnitudes:
+                self.magnitudes[r0] = float(s.abs().max())
             if self.keep:
                 self.cache[r0] = s
             yield r0, s
@@ -119,7 +130,7 @@ def match_slabs(slab: SlabFn, n: int, m: int, *, k: int = CANDIDATES, exact_belo
     Args:
         slab: slab(r0, r1) -> [r1 - r0, m] similarities of rows r0..r1 to every column (any device).
         n, m: rows and columns.
-        k: candidate columns per row and candidate rows per column.
+        k: candidate columns per row (each column also gets its best min(k, COLUMN_CANDIDATES) rows).
         exact_below: below this many rows, the dense LSAP on the full matrix.
         block: rows per slab.
         keep_bytes: keep the whole float32 similarity in memory when it fits.
@@ -138,23 +149,37 @@ def match_slabs(slab: SlabFn, n: int, m: int, *, k: int = CANDIDATES, exact_belo
         return Assignment(rows, cols, vals, "exact-dense", obj, obj, True, rounds=1)
     k = max(1, min(k, m))
     edges, completed = _complete(slabs, _candidates(slabs, k))
-    for rnd in range(1, max_rounds + 2):
+    solves = passes = 0
+    while True:
         rows, cols, vals, indptr = _solve(edges, n, m)
+        solves += 1
         v = _potentials(edges, indptr, cols, vals, m)
-        bound_u, violating = _price(slabs, v, vals - v[cols])
+        u = vals - v[cols]
+        obj = float(vals.sum())
+        bound_u, violating = _price(slabs, v, cols, u)
+        passes += 1
         vmin = float(v.min()) if n < m else 0.0
         bound = float(bound_u.sum() + v.sum() - (m - n) * vmin)
-        obj = float(vals.sum())
         certified = violating is None
-        if certified or rnd > max_rounds:
+        if certified or passes > max_rounds:
             break
-        edges = _merge(edges, violating, m)
+        grown = _merge(edges, violating, m)
+        if len(grown[0]) == len(edges[0]):  # potentials did not settle: nothing new to add, no proof
+            break
+        edges = grown
     return Assignment(rows, cols, vals, "pruned-sparse", obj, max(bound, obj), certified, candidates=k,
-                      edges=len(edges[0]), rounds=rnd, completed=completed)
+                      edges=len(edges[0]), rounds=solves, passes=passes, completed=completed)
+
+
+def _top_per_row(r, c, e, s):
+    order = np.lexsort((-e, r))  # by row, most violating first
+    r, c, s = r[order], c[order], s[order]
+    keep = (np.arange(len(r)) - np.searchsorted(r, r, side="left")) < ADD_PER_ROW
+    return r[keep], c[keep], s[keep]
 
 
 def _candidates(slabs: _Slabs, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row top-k and column top-k pairs, deduplicated: (rows, cols, similarities)."""
+    """Row top-k and column top pairs, deduplicated: (rows, cols, similarities)."""
     n, m = slabs.n, slabs.m
     rr, rc, rv = [], [], []
     col_v = col_i = None
@@ -163,11 +188,12 @@ def _candidates(slabs: _Slabs, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
         rr.append((torch.arange(s.shape[0], device=s.device) + r0).repeat_interleave(k))
         rc.append(j.reshape(-1))
         rv.append(v.reshape(-1))
-        cv, ci = s.topk(min(k, s.shape[0]), dim=0)
-        ci = ci + r0
+        kc = min(COLUMN_CANDIDATES, k, s.shape[0])
+        cv, ci = s.T.contiguous().topk(kc, dim=1)  # transposed first: a row-wise top-k is several times faster
+        cv, ci = cv.T, ci.T + r0
         if col_v is not None:
             cv, ci = torch.cat([col_v, cv]), torch.cat([col_i, ci])
-        col_v, order = cv.topk(min(k, cv.shape[0]), dim=0)
+        col_v, order = cv.topk(min(COLUMN_CANDIDATES, k, cv.shape[0]), dim=0)
         col_i = ci.gather(0, order)
     cols = torch.arange(m, device=col_v.device).expand_as(col_i)
     r = torch.cat(rr + [col_i.reshape(-1)]).cpu().numpy()
@@ -235,30 +261,45 @@ def _potentials(edges, indptr, cols, vals, m: int) -> np.ndarray:
     return v
 
 
-def _price(slabs: _Slabs, v: np.ndarray, u_matched: np.ndarray):
+def _price(slabs: _Slabs, v: np.ndarray, cols: np.ndarray, u_matched: np.ndarray):
     """One pass over the full similarity: u_i = max_j (s_ij - v_j) for every row, and the pairs whose reduced
-    similarity exceeds the row's matched one (the most violating ADD_PER_ROW per row)."""
-    bound_u = np.empty(slabs.n)
-    add_r, add_c, add_v = [], [], []
-    vt = um = None
+    similarity exceeds the row's matched one (the most violating ADD_PER_ROW per row).
+
+    The pass screens in float32 and settles in float64: a pair whose float32 excess over the row's matched
+    reduced similarity is below -margin (far beyond float32 rounding) cannot raise u_i above u_matched[i] nor
+    violate; only the other pairs (violators and near-ties, few) are recomputed in float64."""
+    rows, cols_hit, excess_hit, sims = [], [], [], []
+    v64 = vt = um = None
+    scale = 1.0 + float(np.abs(v).max()) + float(np.abs(u_matched).max())
     for r0, s in slabs:
+        r1 = r0 + s.shape[0]
         if vt is None:
-            vt = torch.as_tensor(v, device=s.device)
-            um = torch.as_tensor(u_matched, device=s.device)
-        sd = s.double()
-        red = sd - vt
-        bound_u[r0:r0 + s.shape[0]] = red.max(dim=1).values.cpu().numpy()
-        excess, j = (red - um[r0:r0 + s.shape[0], None]).topk(min(ADD_PER_ROW, slabs.m), dim=1)
-        hit = excess > TOLERANCE
-        if hit.any():
-            i = torch.nonzero(hit, as_tuple=True)[0]
-            jj = j[hit]
-            add_r.append((i + r0).cpu().numpy())
-            add_c.append(jj.cpu().numpy())
-            add_v.append(sd[i, jj].cpu().numpy())
-    if not add_r:
+            v64 = torch.as_tensor(v, device=s.device)
+            vt = v64.float()
+            um64 = torch.as_tensor(u_matched, device=s.device)
+            um = um64.float()
+        # float32 error of s - v - u is a few ulps of the operands' magnitude; the margin is far above it
+        margin = 64 * float(np.finfo(np.float32).eps) * (scale + slabs.magnitude(r0))
+        excess = s - vt
+        excess -= um[r0:r1, None]
+        excess[torch.arange(r1 - r0, device=s.device), torch.as_tensor(cols[r0:r1], device=s.device)] = -torch.inf
+        i, j = torch.nonzero(excess > -max(margin, SLACK), as_tuple=True)
+        del excess
+        if len(i):
+            val = s[i, j]
+            rows.append((i + r0).cpu().numpy())
+            cols_hit.append(j.cpu().numpy())
+            excess_hit.append((val.double() - v64[j] - um64[i + r0]).cpu().numpy())
+            sims.append(val.double().cpu().numpy())
+    bound_u = u_matched.copy()
+    if not rows:
         return bound_u, None
-    return bound_u, tuple(np.concatenate(x) for x in (add_r, add_c, add_v))
+    r, c, e, sv = (np.concatenate(x) for x in (rows, cols_hit, excess_hit, sims))
+    np.maximum.at(bound_u, r, u_matched[r] + e)
+    if not (e > TOLERANCE).any():
+        return bound_u, None
+    near = e > -SLACK  # violators, and with a slack the pairs about to become violators
+    return bound_u, _top_per_row(r[near], c[near], e[near], sv[near])
 
 
 def _dedupe(r, c, v, m):
