@@ -93,7 +93,7 @@ class _Slabs:
 
     def __init__(self, slab: SlabFn, n: int, m: int, block: int, keep_bytes: int):
         self.slab, self.n, self.m, self.block = slab, n, m, block
-        self.keep = n * m * 4 <= keep_bytes
+        self.keep = n * m * 4 <= keep_bytes  # float32 size; a float64 matrix is kept under the same test
         self.cache: dict[int, torch.Tensor] = {}
         self.magnitudes: dict[int, float] = {}
 
@@ -106,7 +106,9 @@ class _Slabs:
             if r0 in self.cache:
                 yield r0, self.cache[r0]
                 continue
-            s = self.slab(r0, min(self.n, r0 + self.block)).float()
+            s = self.slab(r0, min(self.n, r0 + self.block))
+            if s.dtype != torch.float64:  # float64 inputs stay exact (the lineage path's profiles are float64)
+                s = s.float()
             if r0 not in self.magnitudes:
                 self.magnitudes[r0] = float(s.abs().max())
             if self.keep:
