@@ -121,7 +121,7 @@ class _Slabs:
         for r0, s in self:
             hit = (idx >= r0) & (idx < r0 + s.shape[0])
             if hit.any():
-                out[hit] = s[torch.as_tensor(idx[hit] - r0)].double().cpu().numpy()
+                out[hit] = s[torch.as_tensor(idx[hit] - r0, device=s.device)].double().cpu().numpy()
         return out
 
 
