@@ -398,7 +398,7 @@ def match_neurons(a: str | Path, b: str | Path, layer_a: int, layer_b: int | Non
         layer_b: B's layer index (default: layer_a).
         backend: where the similarity is computed (the assignment itself runs on the CPU).
         output: JSON document to write, or None.
-        candidates: candidates per row and per column for wide layers (default: the matcher's).
+        candidates: candidate columns per row for wide layers (default: the matcher's, 16).
         progress: show progress on stderr.
     Returns:
         MatchNeuronsResult: per assignment its permutation, matched similarities, method and certificate.

@@ -392,7 +392,7 @@ def match_neurons(a: Path = typer.Argument(..., help="Model A: checkpoint file o
                   as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
                   backend: str = typer.Option("cpu", "--backend", "-b", help="Where the similarity runs: cpu, cuda, npu (or cuda:1 ...)."),
                   candidates: Optional[int] = typer.Option(None, "--candidates", "-k", min=1,
-                                                           help="Candidates per row and column on wide layers (default 16).")):
+                                                           help="Candidate columns per row on wide layers (default 16).")):
     """Match one MLP layer's neurons of B to A's by weight similarity: a permutation between dense layers, or each
     expert of a mixture-of-experts layer into a dense one. Wide layers are pruned to candidates, solved exactly on
     them and certified against the full similarity matrix; the document says which and how close."""

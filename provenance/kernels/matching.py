@@ -57,7 +57,7 @@ class Assignment:
         objective: sum of matched similarities.
         bound: an upper bound on the exact optimum (equal to objective for exact-dense).
         certified_optimal: the bound meets the objective within tolerance: no assignment scores higher.
-        candidates: k, candidate columns per row and rows per column at the start.
+        candidates: k, the candidate columns per row at the start (0 for exact-dense).
         edges: pairs in the final candidate graph.
         rounds: sparse solves done (1 + column-generation rounds).
         passes: pricing passes over the full similarity matrix.
@@ -143,7 +143,7 @@ def match_slabs(slab: SlabFn, n: int, m: int, *, k: int = CANDIDATES, exact_belo
     if n > m:
         raise ValueError(f"{n} rows cannot be matched one-to-one into {m} columns: transpose the problem")
     slabs = _Slabs(slab, n, m, block, keep_bytes)
-    if n < exact_below:
+    if n < exact_below or n == 0:
         sim = np.concatenate([s.double().cpu().numpy() for _, s in slabs]) if n else np.zeros((0, m))
         rows, cols = linear_sum_assignment(sim, maximize=True)
         vals = sim[rows, cols]
@@ -174,6 +174,7 @@ def match_slabs(slab: SlabFn, n: int, m: int, *, k: int = CANDIDATES, exact_belo
 
 
 def _top_per_row(r, c, e, s):
+    """Of the pairs (r, c) with excess e and similarity s, the ADD_PER_ROW with the largest excess in each row."""
     order = np.lexsort((-e, r))  # by row, most violating first
     r, c, s = r[order], c[order], s[order]
     keep = (np.arange(len(r)) - np.searchsorted(r, r, side="left")) < ADD_PER_ROW
