@@ -11,7 +11,7 @@ from scipy.optimize import linear_sum_assignment
 
 from provenance import api, errors, kernels
 from provenance.cli import main
-from provenance.kernels.matching import match_parts, match_slabs, part_similarity
+from provenance.kernels.matching import match_groups, match_parts, match_slabs, part_similarity
 from provenance.model import open_model
 from provenance.neurons import match_layers
 from provenance.report.schemas import errors as schema_errors
@@ -62,6 +62,22 @@ def test_rectangular_pruned_matches_exact_and_finds_the_planted_neurons():
     assert res.certified_optimal and res.objective == pytest.approx(best, rel=1e-12)
     assert np.array_equal(res.cols, cols)
     assert (res.cols == planted).mean() > 0.99
+
+
+def test_overlapping_experts_each_find_their_dense_neurons():
+    gen = torch.Generator().manual_seed(7)
+    dense_gate, dense_up = _profiles(2500, 64, gen), _profiles(2500, 64, gen)
+    unit = kernels.standardize_rows
+    dense = ([unit(dense_gate)], [unit(dense_up)])
+    takes = [torch.randperm(2500, generator=gen)[:300] for _ in range(4)]  # overlapping subsets, as upcycling makes
+    groups = [([unit(dense_gate[t] + 0.5 * torch.randn(300, 64, generator=gen))],
+               [unit(-dense_up[t] + 0.5 * torch.randn(300, 64, generator=gen))]) for t in takes]
+    done = []
+    found = match_groups(groups, dense, exact_below=0, progress=done.append)
+    assert done == [1, 2, 3, 4]
+    for res, take, parts in zip(found, takes, groups):
+        assert res.certified_optimal and np.array_equal(res.cols, take.numpy())
+        assert res.objective == pytest.approx(_exact(parts, dense)[1], rel=1e-12)
 
 
 def test_small_widths_keep_the_exact_dense_path():
