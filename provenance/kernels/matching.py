@@ -34,7 +34,7 @@ from scipy.sparse.csgraph import maximum_bipartite_matching, min_weight_full_bip
 
 EXACT_BELOW = 2048        # rows below which the dense LSAP runs as it is (memory n*m*8 bytes, time fine)
 CANDIDATES = 16           # top-k per row
-COLUMN_CANDIDATES = 4     # top-k per column (0: none; at 13824 wide they cost about 1 s on one CPU thread and save a round on hard pairs)
+COLUMN_CANDIDATES = 4     # top-k per column (0: none); about 1 s at 13824 wide on a CPU thread, a round saved
 BLOCK_ROWS = 1024         # rows of the similarity computed at once
 KEEP_BYTES = 1 << 30      # keep the whole similarity when it fits in this (float32)
 MAX_ROUNDS = 8            # column-generation rounds before giving up on a proof
