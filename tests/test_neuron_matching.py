@@ -163,6 +163,19 @@ def test_the_pruned_path_on_real_weights_gives_the_same_permutation(zoo, permute
     assert np.array_equal(perm[res.cols], np.arange(128))
 
 
+def test_a_pruned_document_carries_its_certificate_and_fits_the_schema(zoo, permuted, monkeypatch):
+    import functools
+    import provenance.neurons
+    path, perm = permuted
+    monkeypatch.setattr(provenance.neurons, "match_parts", functools.partial(match_parts, exact_below=0))
+    doc = api.match_neurons(zoo("base-s0"), path, 1, candidates=4).document
+    (m,) = doc["matches"]
+    assert m["method"] == "pruned-sparse" and m["candidates"] == 4 and m["passes"] >= 1
+    assert m["certified_optimal"] and m["gap"] == 0 and doc["summary"]["methods"] == ["pruned-sparse"]
+    assert np.array_equal(perm[m["permutation"]], np.arange(128))
+    assert schema_errors(doc, "match_neurons") == []
+
+
 def test_unrelated_models_match_poorly_and_a_fine_tune_well(zoo):
     unrelated = api.match_neurons(zoo("base-s0"), zoo("base-s1"), 2).document["summary"]["mean_similarity"]
     tuned = api.match_neurons(zoo("base-s0"), zoo("base-s0-finetune"), 2).document["summary"]["mean_similarity"]
