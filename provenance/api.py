@@ -21,7 +21,7 @@ from .drift import compare_reports, run_drift
 from .fingerprint import Fingerprint, fingerprint_model, is_fingerprint_file, load_fingerprint
 from .io.base import read_json_file
 from .lineage import compare_fingerprints
-from .model import inspect_model
+from .model import inspect_model, open_model
 from .outputs import refuse_outputs
 from .precision import measured_dtypes
 from .report.drift import write_drift_comparison, write_drift_report
@@ -393,6 +393,76 @@ def demo(out: str | Path = "provenance-demo", *, backends: Sequence[str] | None 
     return _suite_result(doc, Path(out))
 
 
+@dataclass
+class MatchNeuronsResult(Result):
+    @property
+    def matches(self) -> list[dict]:
+        return self.document["matches"]
+
+    @property
+    def certified_optimal(self) -> bool:
+        """True when every assignment is proven to be an exact optimum."""
+        return self.document["summary"]["certified_optimal"]
+
+
+def match_neurons(a: str | Path, b: str | Path, layer_a: int, layer_b: int | None = None, *,
+                  backend: str | Backend = "cpu", output: str | Path | None = None, candidates: int | None = None,
+                  progress: bool = False) -> MatchNeuronsResult:
+    """Which neuron of B's MLP layer is which neuron of A's: a one-to-one assignment by weight similarity
+    (many-to-one, expert by expert, when one layer is a mixture of experts and the other dense).
+
+    Narrow layers get scipy's exact dense assignment; wide ones (real model widths) candidate pruning, an exact
+    sparse assignment and a dual certificate that proves it optimal for the full similarity matrix or bounds
+    how far from optimal it can be (provenance/kernels/matching.py).
+
+    Args:
+        a, b: checkpoints (files or directories).
+        layer_a: A's layer index.
+        layer_b: B's layer index (default: layer_a).
+        backend: where the similarity is computed (the assignment itself runs on the CPU).
+        output: JSON document to write, or None.
+        candidates: candidate columns per row for wide layers (default: the matcher's, 16).
+        progress: show progress on stderr.
+    Returns:
+        MatchNeuronsResult: per assignment its permutation, matched similarities, method and certificate.
+    """
+    from .neurons import assignment_record, match_layers
+    from .progress import Progress
+    layer_b = layer_a if layer_b is None else layer_b
+    a, b = Path(a), Path(b)
+    refuse_outputs([output], [a, b])
+    engine = _backend(backend)
+    options = {} if candidates is None else {"k": candidates}
+    with open_model(a) as va, open_model(b) as vb:
+        sides = {"a": va, "b": vb}
+        with Progress(max(1, len(va.experts(layer_a)) + len(vb.experts(layer_b)) + 1), "match neurons",
+                      progress) as tracker:
+            found = match_layers(va, vb, layer_a, layer_b, engine, progress=tracker, **options)
+        for key, path in (("a", a), ("b", b)):
+            found[key] = {"label": path.name, "content_hash": sides[key].source.content_hash(), **found[key]}
+    records = [{"group": m["group"], "rows_side": m["rows_side"], **assignment_record(m["assignment"])}
+               for m in found["matches"]]
+    assignments = [m["assignment"] for m in found["matches"]]
+    total = sum(len(x.rows) for x in assignments)
+    summary = {"assignments": len(records), "neurons_matched": total,
+               "mean_similarity": (float(sum(x.similarity.sum() for x in assignments) / total) if total else None),
+               "certified_optimal": all(x.certified_optimal for x in assignments),
+               "objective": float(sum(x.objective for x in assignments)),
+               "bound": float(sum(x.bound for x in assignments)),
+               "methods": sorted({x.method for x in assignments})}
+    doc = stamp({"a": found["a"], "b": found["b"], "mode": found["mode"], "backend": engine.identity(),
+                 "descriptor": "norm-folded gate rows (signed cosine), up rows and down columns (absolute summed "
+                               "cosine), in the shared residual coordinates",
+                 "summary": summary, "matches": records}, "match_neurons")
+    written = []
+    if output is not None:
+        write_json(Path(output), doc)
+        written.append(Path(output))
+    return MatchNeuronsResult(doc, identity={engine.name: doc["backend"]},
+                              input_hashes={found[k]["label"]: found[k]["content_hash"] for k in ("a", "b")},
+                              written=written)
+
+
 def _suite_result(doc: dict, out: Path) -> SuiteResult:
     return SuiteResult(doc, identity=doc["identity"], input_hashes={i["label"]: i["content_hash"] for i in doc["inputs"]},
                        written=[out])
@@ -412,5 +482,6 @@ def _save(doc: dict, output, report, write_report) -> list[Path]:
 
 __all__ = ["Result", "BackendsResult", "InspectResult", "FingerprintResult", "CompareResult", "DriftResult",
            "DriftCompareResult", "SuiteResult", "backends", "inspect", "fingerprint", "compare", "drift",
-           "drift_compare", "suite", "demo", "load_or_fingerprint", "read_drift_report"]
+           "drift_compare", "suite", "demo", "load_or_fingerprint", "read_drift_report", "MatchNeuronsResult",
+           "match_neurons"]
 

@@ -354,6 +354,35 @@ def demo(out: Path = typer.Option(Path("provenance-demo"), "--out", "-o", help="
     typer.echo(f"read {out / 'report.md'} or open {out / 'report.html'}")
 
 
+@app.command("match-neurons", short_help="Which neuron of B's MLP layer is which neuron of A's.")
+def match_neurons(a: Path = typer.Argument(..., help="Model A: checkpoint file or directory."),
+                  b: Path = typer.Argument(..., help="Model B: checkpoint file or directory."),
+                  layer: int = typer.Option(..., "--layer", "-l", min=0, help="A's layer index."),
+                  layer_b: Optional[int] = typer.Option(None, "--layer-b", min=0, help="B's layer index (default: --layer)."),
+                  output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSON document to write (see docs/SCHEMAS.md)."),
+                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+                  backend: str = typer.Option("cpu", "--backend", "-b", help="Where the similarity runs: cpu, cuda, npu (or cuda:1 ...)."),
+                  candidates: Optional[int] = typer.Option(None, "--candidates", "-k", min=1,
+                                                           help="Candidate columns per row on wide layers (default 16).")):
+    """Match one MLP layer's neurons of B to A's by weight similarity: a permutation between dense layers, or each
+    expert of a mixture-of-experts layer into a dense one. Wide layers are pruned to candidates, solved exactly on
+    them and certified against the full similarity matrix; the document says which and how close."""
+    result = api.match_neurons(a, b, layer, layer_b, backend=backend, output=output, candidates=candidates,
+                               progress=_progress())
+
+    def human(doc):
+        s = doc["summary"]
+        typer.echo(f"{doc['mode']}: layer {doc['a']['layer']} of {doc['a']['label']} vs layer {doc['b']['layer']} "
+                   f"of {doc['b']['label']}: {s['neurons_matched']} neurons in {s['assignments']} assignment(s), "
+                   f"mean similarity {s['mean_similarity']:.4f}")
+        for m in doc["matches"]:
+            proof = "certified optimal" if m["certified_optimal"] else f"within {m['gap']:.3g} of optimal"
+            typer.echo(f"  {m['group']:10} ({m['rows_side']}, {m['rows']} rows) {m['method']:13} "
+                       f"mean {m['mean_similarity']:.4f}  {proof}")
+    _emit(result.to_json(), as_json, human)
+    _print_written(output, None)
+
+
 def _usage_error(exc: Exception) -> int:
     """typer's usage errors (they carry format_message and exit_code), on one line with where to look."""
     if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command asks for its help

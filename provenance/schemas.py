@@ -21,6 +21,7 @@ SCHEMA_VERSIONS = {
     "index_search": "1.0",
     "index_tree": "1.0",
     "index_export": "1.0",
+    "match_neurons": "1.0",
 }
 
 

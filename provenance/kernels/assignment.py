@@ -1,7 +1,10 @@
 """Neuron assignment: a similarity matrix on the backend, the assignment itself on the CPU.
 
 scipy's linear_sum_assignment is exact (Hungarian/JV) and CPU-only; the cost matrix is
-the part that scales, and it is computed with torch wherever the backend is.
+the part that scales, and it is computed with torch wherever the backend is. This dense
+path is what fingerprints (at most 256 neurons a layer) use; real widths (thousands of
+neurons, experts against a dense FFN) go through kernels/matching.py, which prunes to
+candidates, solves exactly on them and certifies the result against the full matrix.
 """
 from __future__ import annotations
 
