@@ -368,7 +368,7 @@ def match_neurons(a: Path = typer.Argument(..., help="Model A: checkpoint file o
     expert of a mixture-of-experts layer into a dense one. Wide layers are pruned to candidates, solved exactly on
     them and certified against the full similarity matrix; the document says which and how close."""
     result = api.match_neurons(a, b, layer, layer_b, backend=backend, output=output, candidates=candidates,
-                               progress=_progress())
+                               progress=progress_wanted())
 
     def human(doc):
         s = doc["summary"]
@@ -380,7 +380,7 @@ def match_neurons(a: Path = typer.Argument(..., help="Model A: checkpoint file o
             typer.echo(f"  {m['group']:10} ({m['rows_side']}, {m['rows']} rows) {m['method']:13} "
                        f"mean {m['mean_similarity']:.4f}  {proof}")
     _emit(result.to_json(), as_json, human)
-    _print_written(output, None)
+    print_written(output, None)
 
 
 def _usage_error(exc: Exception) -> int:
