@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from provenance.backends import get_backend
 from provenance.errors import MalformedInput, Unsupported

@@ -183,7 +183,7 @@ def _top_per_row(r, c, e, s):
 
 def _candidates(slabs: _Slabs, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row top-k and column top pairs, deduplicated: (rows, cols, similarities)."""
-    n, m = slabs.n, slabs.m
+    m = slabs.m
     rr, rc, rv = [], [], []
     col_v = col_i = None
     for r0, s in slabs:

@@ -31,7 +31,7 @@ def decision_rule(rows=None) -> dict:
 
 
 def _layer_map(ctx: Context, matrices: dict) -> list[tuple[int, int]]:
-    la, lb = ctx.fa.num_layers, ctx.fb.num_layers
+    la = ctx.fa.num_layers
     if not ctx.searched:
         return [(i, i) for i in range(la)]
     scores = [alignment.standardize(m) for m in matrices.values() if m is not None and np.isfinite(m).any()]
