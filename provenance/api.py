@@ -16,7 +16,7 @@ from typing import Sequence
 
 from . import errors, limits
 from .atomic import write_json
-from .backends import Backend, describe_backends, get_backend
+from .backends import BACKENDS, Backend, describe_backends, get_backend  # noqa: F401 (the command line reads api.BACKENDS)
 from .drift import compare_reports, run_drift
 from .fingerprint import Fingerprint, fingerprint_model, is_fingerprint_file, load_fingerprint
 from .io.base import read_json_file
