@@ -75,7 +75,6 @@ class ModelView:
     family: Family
     roles: dict[str, RoleRef]
     unmapped: list[str] = field(default_factory=list)
-    _stack_cache: tuple = (None, None)
 
     @classmethod
     def from_source(cls, source: TensorSource) -> "ModelView":
@@ -130,10 +129,8 @@ class ModelView:
         if expert is not None and role.startswith("moe.expert."):
             stacked = self.name_of(role.replace("moe.expert.", "moe.experts."), layer)
             if stacked is not None:
-                # experts are read one after another: keep the last stack instead of re-reading it per expert
-                if self._stack_cache[0] != stacked:
-                    self._stack_cache = (stacked, self.source.get(stacked))
-                return self._stack_cache[1][expert]
+                # one expert's contiguous range of the stack, not the whole [experts, out, in] block
+                return self.source.get_slice(stacked, expert)
         for fused, parts in FUSED.items():
             if role in parts and (fused, layer, None) in self._index:
                 whole = self.get(fused, layer)

@@ -146,6 +146,31 @@ class TensorSource(ABC):
                                  self.root / info.file)
         return tensor
 
+    def get_slice(self, name: str, index: int) -> torch.Tensor:
+        """Entry `index` along the first dimension of a tensor (one expert of a stacked [experts, out, in]
+        block), reading no more of it than the format allows: readers with random access read only that range.
+
+        Args:
+            name: the tensor's name.
+            index: position along its first dimension.
+        Returns:
+            The slice, on the CPU, in floating point where `get` would give floating point.
+        """
+        info = self.infos().get(name)
+        if info is None:
+            raise KeyError(name)
+        if not info.shape or not 0 <= index < info.shape[0]:
+            raise IndexError(f"{name}: index {index} outside its first dimension {info.shape[:1]}")
+        tensor = self._load_slice(name, index)
+        if tuple(tensor.shape) != info.shape[1:]:
+            raise MalformedInput(f"tensor {name!r} entry {index} has shape {tuple(tensor.shape)}, header says {info.shape[1:]}",
+                                 self.root / info.file)
+        return tensor
+
+    def _load_slice(self, name: str, index: int) -> torch.Tensor:
+        """Formats without random access load the tensor and keep the slice (a copy: the whole is released)."""
+        return self._load(name)[index].clone()
+
     def sha256(self) -> dict[str, str]:
         """sha256 of every file the source reads, keyed by path relative to the root."""
         if self._hashes is None:
