@@ -167,6 +167,13 @@ class TensorSource(ABC):
                                  self.root / info.file)
         return tensor
 
+    def stored_bytes(self, name: str) -> int:
+        """Bytes the tensor occupies in the checkpoint (what reading it costs); an estimate from its shape and
+        dtype name where the format does not say."""
+        info = self.infos()[name]
+        digits = "".join(ch for ch in info.dtype if ch.isdigit())
+        return info.numel * max(1, int(digits) // 8 if digits else 4)
+
     def _load_slice(self, name: str, index: int) -> torch.Tensor:
         """Formats without random access load the tensor and keep the slice (a copy: the whole is released)."""
         return self._load(name)[index].clone()

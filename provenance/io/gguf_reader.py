@@ -168,6 +168,9 @@ class GGUFSource(TensorSource):
     def infos(self) -> dict[str, TensorInfo]:
         return self._infos
 
+    def stored_bytes(self, name: str) -> int:
+        return int(self._tensors[name].n_bytes)
+
     def _rows(self, name: str, first: int, last: int) -> np.ndarray:
         """Rows [first, last) of a tensor seen as [rows, last dimension], dequantized to float32."""
         t, info = self._tensors[name], self._infos[name]

@@ -135,6 +135,10 @@ class SafetensorsSource(TensorSource):
     def infos(self) -> dict[str, TensorInfo]:
         return self._infos
 
+    def stored_bytes(self, name: str) -> int:
+        begin, end = self._ranges[name]
+        return end - begin
+
     def _fd(self, path: Path) -> int:
         fd = self._handles.get(path)
         if fd is None:
