@@ -33,7 +33,8 @@ view = open_model(path)
 if mode == "full-load":
     held = {n: view.source.get(n).clone() for n in view.source.infos()}  # every tensor resident at once
     real_get = view.source.get
-    view.source.get = lambda name: held[name]
+    view.source.get = lambda name, float32=False: held[name].float() if float32 else held[name]
+    view.source.get_slice = lambda name, k, float32=False: held[name][k].float() if float32 else held[name][k]
 fp = fingerprint_view(view, get_backend("cpu"))
 elapsed = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

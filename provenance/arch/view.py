@@ -142,19 +142,21 @@ class ModelView:
                 return self.stored_bytes(fused, layer)
         return 0
 
-    def get(self, role: str, layer: int | None = None, expert: int | None = None) -> torch.Tensor | None:
-        """One role's tensor in (out, in) layout, splitting fused tensors and slicing stacked experts."""
+    def get(self, role: str, layer: int | None = None, expert: int | None = None,
+            float32: bool = False) -> torch.Tensor | None:
+        """One role's tensor in (out, in) layout, splitting fused tensors and slicing stacked experts; with
+        `float32`, narrower float storage widened as it is read (TensorSource.get)."""
         name = self.name_of(role, layer, expert)
         if name is not None:
-            tensor = self.source.get(name)
+            tensor = self.source.get(name, float32=float32) if float32 else self.source.get(name)
             return tensor.T if self.roles[name].transposed and tensor.dim() == 2 else tensor
         stacked = self._stacked_name(role, layer, expert)
         if stacked is not None:
             # one expert's contiguous range of the stack, not the whole [experts, out, in] block
-            return self.source.get_slice(stacked, expert)
+            return self.source.get_slice(stacked, expert, float32) if float32 else self.source.get_slice(stacked, expert)
         for fused, parts in FUSED.items():
             if role in parts and (fused, layer, None) in self._index:
-                whole = self.get(fused, layer)
+                whole = self.get(fused, layer, float32=float32)
                 return torch.split(whole, self._split_sizes(fused, whole.shape[0]), dim=0)[parts.index(role)]
         return None
 

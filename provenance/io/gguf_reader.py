@@ -209,11 +209,14 @@ class GGUFSource(TensorSource):
                 tensor = unpermute_rope_rows(tensor, int(self.config.get(heads_key) or 0))
         return tensor
 
-    def _load_slice(self, name: str, index: int) -> torch.Tensor:
+    def _load_float32(self, name: str) -> torch.Tensor:
+        return self._load(name)  # dequantized to float32 already
+
+    def _load_slice(self, name: str, index: int, float32: bool = False) -> torch.Tensor:
         """One expert of a stacked [experts, out, in] tensor: its rows alone are read and dequantized."""
         shape = self._infos[name].shape
         if len(shape) < 2:
-            return super()._load_slice(name, index)
+            return super()._load_slice(name, index, float32)
         per = self._infos[name].numel // shape[0] // shape[-1]
         return torch.from_numpy(self._rows(name, index * per, (index + 1) * per)).reshape(shape[1:])
 

@@ -32,7 +32,8 @@ TORCH_DTYPES = {
     "U8": torch.uint8, "BOOL": torch.bool,
 }
 INDEX_NAME = "model.safetensors.index.json"
-READ_CHUNK = 64 << 20  # one positioned read at most this long (some kernels cap a single read near 2 GiB)
+READ_CHUNK = 64 << 20
+WIDEN_BLOCK = 8 << 20  # stored bytes read and widened at a time when float32 is asked for  # one positioned read at most this long (some kernels cap a single read near 2 GiB)
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict]:
@@ -149,25 +150,42 @@ class SafetensorsSource(TensorSource):
             self._handles[path] = fd
         return fd
 
-    def _read(self, name: str, begin: int, end: int, shape: tuple[int, ...]) -> torch.Tensor:
-        """Bytes [begin, end) of `name`'s shard as a tensor of its stored dtype and the given shape."""
+    def _read(self, name: str, begin: int, end: int, shape: tuple[int, ...], float32: bool = False) -> torch.Tensor:
+        """Bytes [begin, end) of `name`'s shard as a tensor of the given shape: its stored dtype, or with `float32`
+        narrower floats widened block by block through one reused buffer as they are read."""
         if sys.byteorder != "little":
             raise Unsupported("reading safetensors needs a little-endian machine", self._file_of[name])
-        path = self._file_of[name]
-        buffer = torch.empty(end - begin, dtype=torch.uint8)
-        read_into(self._fd(path), memoryview(buffer.numpy()).cast("B"), begin, path)
-        return buffer.view(TORCH_DTYPES[self._infos[name].dtype]).reshape(shape)
+        path, stored = self._file_of[name], TORCH_DTYPES[self._infos[name].dtype]
+        fd = self._fd(path)
+        size = torch.empty(0, dtype=stored).element_size()
+        if not (float32 and stored.is_floating_point and size < 4):
+            buffer = torch.empty(end - begin, dtype=torch.uint8)
+            read_into(fd, memoryview(buffer.numpy()).cast("B"), begin, path)
+            return buffer.view(stored).reshape(shape)
+        out = torch.empty(shape, dtype=torch.float32).reshape(-1)
+        step = max(size, WIDEN_BLOCK // size * size)
+        buffer = torch.empty(min(step, end - begin), dtype=torch.uint8)
+        for at in range(begin, end, step):
+            n = min(step, end - at)
+            read_into(fd, memoryview(buffer.numpy()).cast("B")[:n], at, path)
+            first = (at - begin) // size
+            out[first:first + n // size].copy_(buffer[:n].view(stored))
+        return out.reshape(shape)
 
     def _load(self, name: str) -> torch.Tensor:
         begin, end = self._ranges[name]
         return self._read(name, begin, end, self._infos[name].shape)
 
-    def _load_slice(self, name: str, index: int) -> torch.Tensor:
+    def _load_float32(self, name: str) -> torch.Tensor:
+        begin, end = self._ranges[name]
+        return self._read(name, begin, end, self._infos[name].shape, float32=True)
+
+    def _load_slice(self, name: str, index: int, float32: bool = False) -> torch.Tensor:
         """One entry along the first dimension: a contiguous byte range, read alone."""
         shape = self._infos[name].shape
         begin, end = self._ranges[name]
         step = (end - begin) // shape[0]
-        return self._read(name, begin + index * step, begin + (index + 1) * step, shape[1:])
+        return self._read(name, begin + index * step, begin + (index + 1) * step, shape[1:], float32)
 
     def close(self) -> None:
         handles, self._handles = self._handles, {}
