@@ -19,7 +19,7 @@ from ..errors import MalformedInput, Unsupported
 from .base import TensorInfo, TensorSource
 from .safetensors_reader import read_into
 
-DEQUANT_CHUNK = 16 << 20  # float32 bytes of output dequantized per block of rows
+DEQUANT_CHUNK = 4 << 20  # float32 bytes of output dequantized per block of rows (the dequantizer makes a few temporaries this size)
 
 # GGUF value type -> byte size of a fixed-size scalar (8: string, 9: array are walked)
 _GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
