@@ -176,7 +176,7 @@ def _planned_bytes(view: ModelView) -> int:
     """Checkpoint bytes the pass will read: the embedding and every layer's roles the fingerprint uses."""
     total = view.stored_bytes("embed")
     for i in range(view.num_layers):
-        total += sum(view.stored_bytes(role, i) for role in READ_ROLES)
+        total += sum(view.stored_bytes(role, i) for role in READ_ROLES) + view.stored_bytes("norm.mlp", i)  # read by both passes
         total += sum(view.stored_bytes(role, i) for roles in MLP_ROLES for role in roles)
         total += sum(view.stored_bytes(role, i, e) for e in view.experts(i) for role in EXPERT_ROLES)
     return total
