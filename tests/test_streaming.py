@@ -235,3 +235,23 @@ def test_progress_counts_every_byte_it_planned(models, monkeypatch):
     for tracker in seen:
         assert tracker.total_bytes and tracker.bytes == tracker.total_bytes
         assert tracker.done == tracker.total
+
+
+def test_positioned_reads_fall_back_to_seek_and_read(tmp_path, monkeypatch):
+    import os
+    from provenance.io.safetensors_reader import read_into
+    data = bytes(range(256)) * 9
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fast = bytearray(300)
+        read_into(fd, memoryview(fast), 5, path)
+        monkeypatch.delattr(os, "preadv")
+        slow = bytearray(300)
+        read_into(fd, memoryview(slow), 5, path)
+        assert fast == slow == data[5:305]
+        with pytest.raises(MalformedInput, match="file ended"):
+            read_into(fd, memoryview(bytearray(300)), len(data) - 10, path)
+    finally:
+        os.close(fd)

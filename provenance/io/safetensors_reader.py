@@ -101,7 +101,14 @@ def read_into(fd: int, buffer: memoryview, offset: int, path: Path) -> None:
     """Fill `buffer` from `fd` at `offset` with positioned reads (no shared file position, no mapping)."""
     done = 0
     while done < len(buffer):
-        n = os.preadv(fd, [buffer[done:done + READ_CHUNK]], offset + done)
+        want = buffer[done:done + READ_CHUNK]
+        if hasattr(os, "preadv"):
+            n = os.preadv(fd, [want], offset + done)
+        else:  # platforms without positioned reads (Windows): seek, then read a copy
+            os.lseek(fd, offset + done, os.SEEK_SET)
+            data = os.read(fd, len(want))
+            n = len(data)
+            want[:n] = data
         if n <= 0:
             raise MalformedInput(f"file ended {len(buffer) - done} bytes before a tensor's end", path)
         done += n
