@@ -63,16 +63,37 @@ def usable(t: torch.Tensor, name: str, role: str, root) -> torch.Tensor:
         raise MalformedInput(f"tensor {name!r} has dtype {t.dtype}, not weights", root)
     if t.numel() == 0:
         raise MalformedInput(f"tensor {name!r} is empty", root)
-    f = t.float() if t.dtype != torch.float64 else t
-    if not torch.isfinite(f).all():
+    # block by block, so that checking a large tensor holds no float32 copy of it
+    finite, lo, hi, first = True, None, None, None
+    for block in _blocks(t):
+        f = block.float() if block.dtype != torch.float64 else block
+        if first is None:
+            first = float(f.reshape(-1)[0])
+        finite = finite and bool(torch.isfinite(f).all())
+        if finite:
+            b_lo, b_hi = torch.aminmax(f)
+            lo = b_lo if lo is None else torch.minimum(lo, b_lo)
+            hi = b_hi if hi is None else torch.maximum(hi, b_hi)
+    if not finite:
         raise MalformedInput(f"tensor {name!r} contains NaN or Inf", root)
     if expected_rank(role) in (2, 3):
-        peak = float(f.abs().max())
+        peak = max(abs(float(lo)), abs(float(hi)))
         if peak > MAX_ABS:
             raise MalformedInput(f"tensor {name!r} has entries of magnitude {peak:.3g}, beyond any trained weight "
                                  f"(limit {MAX_ABS:g}): refused rather than compared", root)
-        spread = float(f.max() - f.min())
+        spread = float(hi - lo)
         if spread <= MIN_RELATIVE_SPREAD * max(peak, 1e-30):
-            raise MalformedInput(f"tensor {name!r} is constant (every entry {float(f.flatten()[0]):.4g}): it carries "
+            raise MalformedInput(f"tensor {name!r} is constant (every entry {first:.4g}): it carries "
                                  "no lineage signal; refused rather than compared", root)
     return t
+
+
+CHECK_ELEMENTS = 1 << 22  # entries converted and checked at a time
+
+
+def _blocks(t: torch.Tensor):
+    """The tensor in blocks of about CHECK_ELEMENTS entries along its first dimension (views, no copy)."""
+    if t.dim() <= 1:
+        return t.reshape(-1).split(CHECK_ELEMENTS)
+    per_row = max(1, t[0].numel())
+    return t.split(max(1, CHECK_ELEMENTS // per_row), dim=0)

@@ -89,17 +89,19 @@ def test_unmapped_tensors_are_listed_not_dropped(tmp_path, base_state):
     assert info["unmapped"] == ["model.some_new_thing.weight"]
 
 
-def test_stacked_gguf_style_experts_are_sliced_and_read_once(tmp_path):
+def test_stacked_experts_are_read_one_expert_range_at_a_time(tmp_path):
     h, e, f = 8, 3, 5
     stacked = torch.randn(e, f, h)
     state = {"token_embd.weight": torch.randn(10, h), "blk.0.attn_q.weight": torch.randn(h, h),
              "blk.0.ffn_up_exps.weight": stacked, "blk.0.ffn_gate_inp.weight": torch.randn(e, h)}
     view = open_model(_save(tmp_path, state))
-    reads = []
-    real_get = view.source.get
+    reads, slices = [], []
+    real_get, real_slice = view.source.get, view.source.get_slice
     view.source.get = lambda name: reads.append(name) or real_get(name)
+    view.source.get_slice = lambda name, k: slices.append((name, k)) or real_slice(name, k)
     assert view.experts(0) == [0, 1, 2]
     for k in range(e):
         assert torch.equal(view.get("moe.expert.up", 0, k), stacked[k])
-    assert reads == ["blk.0.ffn_up_exps.weight"]
+    # never the whole [experts, out, in] block: each expert's own byte range, once
+    assert reads == [] and slices == [("blk.0.ffn_up_exps.weight", k) for k in range(e)]
     assert view.facts["num_experts"] == 3

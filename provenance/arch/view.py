@@ -75,7 +75,6 @@ class ModelView:
     family: Family
     roles: dict[str, RoleRef]
     unmapped: list[str] = field(default_factory=list)
-    _stack_cache: tuple = (None, None)
 
     @classmethod
     def from_source(cls, source: TensorSource) -> "ModelView":
@@ -115,28 +114,49 @@ class ModelView:
         if name is not None:
             shape = self.source.infos()[name].shape
             return tuple(reversed(shape)) if self.roles[name].transposed else shape
+        stacked = self._stacked_name(role, layer, expert)
+        if stacked is not None:
+            return self.source.infos()[stacked].shape[1:]
         for fused, parts in FUSED.items():
             if role in parts and (fused, layer, None) in self._index:
                 full = self.shape(fused, layer)
                 return (self._split_sizes(fused, full[0])[parts.index(role)],) + tuple(full[1:])
         return None
 
-    def get(self, role: str, layer: int | None = None, expert: int | None = None) -> torch.Tensor | None:
-        """One role's tensor in (out, in) layout, splitting fused tensors and slicing stacked experts."""
+    def _stacked_name(self, role: str, layer: int | None, expert: int | None) -> str | None:
+        """The stacked [experts, out, in] tensor that holds an expert role, when the experts are stored so."""
+        if expert is None or not role.startswith("moe.expert."):
+            return None
+        return self.name_of(role.replace("moe.expert.", "moe.experts."), layer)
+
+    def stored_bytes(self, role: str, layer: int | None = None, expert: int | None = None) -> int:
+        """Bytes of the checkpoint that `get(role, layer, expert)` reads (0 when the role is absent)."""
         name = self.name_of(role, layer, expert)
         if name is not None:
-            tensor = self.source.get(name)
-            return tensor.T if self.roles[name].transposed and tensor.dim() == 2 else tensor
-        if expert is not None and role.startswith("moe.expert."):
-            stacked = self.name_of(role.replace("moe.expert.", "moe.experts."), layer)
-            if stacked is not None:
-                # experts are read one after another: keep the last stack instead of re-reading it per expert
-                if self._stack_cache[0] != stacked:
-                    self._stack_cache = (stacked, self.source.get(stacked))
-                return self._stack_cache[1][expert]
+            return self.source.stored_bytes(name)
+        stacked = self._stacked_name(role, layer, expert)
+        if stacked is not None:
+            return self.source.stored_bytes(stacked) // max(1, self.source.infos()[stacked].shape[0])
         for fused, parts in FUSED.items():
             if role in parts and (fused, layer, None) in self._index:
-                whole = self.get(fused, layer)
+                return self.stored_bytes(fused, layer)
+        return 0
+
+    def get(self, role: str, layer: int | None = None, expert: int | None = None,
+            float32: bool = False) -> torch.Tensor | None:
+        """One role's tensor in (out, in) layout, splitting fused tensors and slicing stacked experts; with
+        `float32`, narrower float storage widened as it is read (TensorSource.get)."""
+        name = self.name_of(role, layer, expert)
+        if name is not None:
+            tensor = self.source.get(name, float32=float32) if float32 else self.source.get(name)
+            return tensor.T if self.roles[name].transposed and tensor.dim() == 2 else tensor
+        stacked = self._stacked_name(role, layer, expert)
+        if stacked is not None:
+            # one expert's contiguous range of the stack, not the whole [experts, out, in] block
+            return self.source.get_slice(stacked, expert, float32) if float32 else self.source.get_slice(stacked, expert)
+        for fused, parts in FUSED.items():
+            if role in parts and (fused, layer, None) in self._index:
+                whole = self.get(fused, layer, float32=float32)
                 return torch.split(whole, self._split_sizes(fused, whole.shape[0]), dim=0)[parts.index(role)]
         return None
 

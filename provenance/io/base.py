@@ -113,6 +113,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def widened(t: torch.Tensor) -> torch.Tensor:
+    """Floating tensors narrower than float32 as float32; anything else as it is."""
+    return t.float() if t.is_floating_point() and t.element_size() < 4 else t
+
+
 class TensorSource(ABC):
     """A checkpoint opened for reading. Nothing is read until a tensor is asked for."""
 
@@ -135,16 +140,62 @@ class TensorSource(ABC):
     def _load(self, name: str) -> torch.Tensor:
         ...
 
-    def get(self, name: str) -> torch.Tensor:
-        """One tensor, on the CPU, in floating point (quantized formats are dequantized)."""
+    def get(self, name: str, float32: bool = False) -> torch.Tensor:
+        """One tensor, on the CPU, in floating point (quantized formats are dequantized).
+
+        Args:
+            name: the tensor's name.
+            float32: narrower floating storage (bf16, f16, fp8) comes back widened to float32; readers with
+                random access convert as they read, a block at a time, so no whole copy in the stored dtype
+                is held beside the float32 one. Other dtypes come back as stored.
+        Returns:
+            The tensor.
+        """
         info = self.infos().get(name)
         if info is None:
             raise KeyError(name)
-        tensor = self._load(name)
+        tensor = self._load_float32(name) if float32 else self._load(name)
         if tuple(tensor.shape) != info.shape:
             raise MalformedInput(f"tensor {name!r} has shape {tuple(tensor.shape)}, header says {info.shape}",
                                  self.root / info.file)
         return tensor
+
+    def get_slice(self, name: str, index: int, float32: bool = False) -> torch.Tensor:
+        """Entry `index` along the first dimension of a tensor (one expert of a stacked [experts, out, in]
+        block), reading no more of it than the format allows: readers with random access read only that range.
+
+        Args:
+            name: the tensor's name.
+            index: position along its first dimension.
+            float32: as for `get`.
+        Returns:
+            The slice, on the CPU, in floating point where `get` would give floating point.
+        """
+        info = self.infos().get(name)
+        if info is None:
+            raise KeyError(name)
+        if not info.shape or not 0 <= index < info.shape[0]:
+            raise IndexError(f"{name}: index {index} outside its first dimension {info.shape[:1]}")
+        tensor = self._load_slice(name, index, float32)
+        if tuple(tensor.shape) != info.shape[1:]:
+            raise MalformedInput(f"tensor {name!r} entry {index} has shape {tuple(tensor.shape)}, header says {info.shape[1:]}",
+                                 self.root / info.file)
+        return tensor
+
+    def _load_float32(self, name: str) -> torch.Tensor:
+        return widened(self._load(name))
+
+    def stored_bytes(self, name: str) -> int:
+        """Bytes the tensor occupies in the checkpoint (what reading it costs); an estimate from its shape and
+        dtype name where the format does not say."""
+        info = self.infos()[name]
+        digits = "".join(ch for ch in info.dtype if ch.isdigit())
+        return info.numel * max(1, int(digits) // 8 if digits else 4)
+
+    def _load_slice(self, name: str, index: int, float32: bool = False) -> torch.Tensor:
+        """Formats without random access load the tensor and keep the slice (a copy: the whole is released)."""
+        part = self._load(name)[index]
+        return widened(part) if float32 else part.clone()
 
     def sha256(self) -> dict[str, str]:
         """sha256 of every file the source reads, keyed by path relative to the root."""

@@ -1,6 +1,13 @@
-"""GGUF (llama.cpp) files through the `gguf` package, dequantized one tensor at a time."""
+"""GGUF (llama.cpp) files through the `gguf` package, dequantized one tensor at a time.
+
+The package parses the header; tensor bytes are read here with positioned reads, a block of rows at a
+time into one reused buffer, and dequantized into the tensor's float32 output. The package's own path
+(dequantize the whole memory-mapped tensor) keeps the file's pages mapped and builds several float32
+temporaries of the whole tensor, which for a 152k-token embedding is gigabytes.
+"""
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -10,6 +17,9 @@ import torch
 from .. import limits
 from ..errors import MalformedInput, Unsupported
 from .base import TensorInfo, TensorSource
+from .safetensors_reader import read_into
+
+DEQUANT_CHUNK = 4 << 20  # float32 bytes of output dequantized per block of rows (the dequantizer makes a few temporaries this size)
 
 # GGUF value type -> byte size of a fixed-size scalar (8: string, 9: array are walked)
 _GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
@@ -149,6 +159,7 @@ class GGUFSource(TensorSource):
             self._tensors[t.name] = t
             self._infos[t.name] = TensorInfo(t.name, shape, t.tensor_type.name, path.name)
         self._permuted = ROPE_PERMUTED.get(arch or "", {})
+        self._fd: int | None = None
 
     def vocab(self) -> list[str] | None:
         tokens = _field(self._reader, "tokenizer.ggml.tokens")
@@ -157,22 +168,63 @@ class GGUFSource(TensorSource):
     def infos(self) -> dict[str, TensorInfo]:
         return self._infos
 
+    def stored_bytes(self, name: str) -> int:
+        return int(self._tensors[name].n_bytes)
+
+    def _rows(self, name: str, first: int, last: int) -> np.ndarray:
+        """Rows [first, last) of a tensor seen as [rows, last dimension], dequantized to float32."""
+        t, info = self._tensors[name], self._infos[name]
+        gguf = self._gguf
+        cols = max(info.shape[-1], 1) if info.shape else 1
+        block, type_size = gguf.GGML_QUANT_SIZES[t.tensor_type]
+        if cols % block:
+            raise MalformedInput(f"tensor {name!r}: rows of {cols} values are not whole {info.dtype} blocks", self.files[0])
+        row_bytes = cols // block * type_size
+        typed = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16}.get(t.tensor_type)
+        out = np.empty((last - first, cols), dtype=np.float32)
+        step = max(1, DEQUANT_CHUNK // (4 * cols))
+        buffer = np.empty(min(step, last - first) * row_bytes, dtype=np.uint8)
+        if self._fd is None:
+            self._fd = os.open(self.files[0], os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        for r0 in range(first, last, step):
+            r1 = min(last, r0 + step)
+            raw = buffer[:(r1 - r0) * row_bytes]
+            read_into(self._fd, memoryview(raw), t.data_offset + r0 * row_bytes, self.files[0])
+            data = raw.view(typed).reshape(r1 - r0, cols) if typed else raw.reshape(r1 - r0, row_bytes)
+            try:
+                out[r0 - first:r1 - first] = np.asarray(gguf.quants.dequantize(data, t.tensor_type),
+                                                        dtype=np.float32).reshape(r1 - r0, cols)
+            except Exception as exc:
+                raise MalformedInput(f"cannot dequantize tensor {name!r} of type {info.dtype} ({exc})", self.files[0]) from None
+        return out
+
     def _load(self, name: str) -> torch.Tensor:
-        t = self._tensors[name]
         info = self._infos[name]
-        try:
-            array = self._gguf.quants.dequantize(t.data, t.tensor_type)
-            array = np.asarray(array, dtype=np.float32).reshape(info.shape)
-        except Exception as exc:
-            raise MalformedInput(f"cannot dequantize tensor {name!r} of type {info.dtype} ({exc})", self.files[0]) from None
-        tensor = torch.from_numpy(array.copy())
+        if info.numel == 0:
+            return torch.zeros(info.shape)
+        rows = info.numel // info.shape[-1] if info.shape else 1
+        tensor = torch.from_numpy(self._rows(name, 0, rows)).reshape(info.shape)
         for suffix, heads_key in self._permuted.items():
             if name.endswith(suffix) and tensor.dim() == 2:
                 tensor = unpermute_rope_rows(tensor, int(self.config.get(heads_key) or 0))
         return tensor
 
+    def _load_float32(self, name: str) -> torch.Tensor:
+        return self._load(name)  # dequantized to float32 already
+
+    def _load_slice(self, name: str, index: int, float32: bool = False) -> torch.Tensor:
+        """One expert of a stacked [experts, out, in] tensor: its rows alone are read and dequantized."""
+        shape = self._infos[name].shape
+        if len(shape) < 2:
+            return super()._load_slice(name, index, float32)
+        per = self._infos[name].numel // shape[0] // shape[-1]
+        return torch.from_numpy(self._rows(name, index * per, (index + 1) * per)).reshape(shape[1:])
+
     def close(self) -> None:
         self._tensors.clear()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def open_gguf(path: Path, root: Path, config: dict | None) -> GGUFSource:

@@ -1,16 +1,19 @@
 """safetensors: single files, model directories and sharded checkpoints.
 
-The header is validated here before the safetensors library memory-maps the file,
-so a hostile file gets an error that names the problem instead of a library panic.
+The header is validated here, then each tensor is read by explicit positioned reads of its own byte
+range into a tensor of its stored dtype: nothing is memory-mapped, so a run over a checkpoint larger
+than memory keeps only the tensor at hand resident (mapped pages of every shard would otherwise count
+against the process until the shard is closed), and a tensor's bytes are read once.
 """
 from __future__ import annotations
 
 import json
+import os
 import struct
+import sys
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from .. import limits
 from ..errors import MalformedInput, Unsupported
@@ -21,11 +24,26 @@ DTYPE_SIZES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
     "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
 }
+# storage dtype -> torch dtype the bytes are viewed as (little-endian, as the format stores them)
+TORCH_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
+    "I16": torch.int16, "I8": torch.int8, "U64": torch.uint64, "U32": torch.uint32, "U16": torch.uint16,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}
 INDEX_NAME = "model.safetensors.index.json"
+READ_CHUNK = 64 << 20
+WIDEN_BLOCK = 8 << 20  # stored bytes read and widened at a time when float32 is asked for  # one positioned read at most this long (some kernels cap a single read near 2 GiB)
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict]:
     """Parse and validate one file's header: every tensor's bytes lie inside the file, once."""
+    infos, metadata, _ = read_layout(path)
+    return infos, metadata
+
+
+def read_layout(path: Path) -> tuple[dict[str, TensorInfo], dict, dict[str, tuple[int, int]]]:
+    """read_header, plus each tensor's absolute byte range [begin, end) in the file."""
     size = limits.regular_file(path, "safetensors file")
     with open(path, "rb") as fh:
         prefix = fh.read(8)
@@ -49,7 +67,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict]:
         raise MalformedInput("__metadata__ is not an object", path)
     data_len = size - 8 - header_len
     infos: dict[str, TensorInfo] = {}
-    spans = []
+    spans, ranges = [], {}
     for name, entry in header.items():
         if not isinstance(entry, dict):
             raise MalformedInput(f"entry for tensor {name!r} is not an object", path)
@@ -71,11 +89,29 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict]:
             raise MalformedInput(f"tensor {name!r}: shape {shape} of {dtype} needs {numel * DTYPE_SIZES[dtype]} bytes, offsets give {end - begin}", path)
         infos[name] = TensorInfo(name, tuple(shape), dtype, path.name)
         spans.append((begin, end, name))
+        ranges[name] = (8 + header_len + begin, 8 + header_len + end)
     spans.sort()
     for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
         if b1 < e0:
             raise MalformedInput(f"tensors {n0!r} and {n1!r} overlap in the data section", path)
-    return infos, metadata
+    return infos, metadata, ranges
+
+
+def read_into(fd: int, buffer: memoryview, offset: int, path: Path) -> None:
+    """Fill `buffer` from `fd` at `offset` with positioned reads (no shared file position, no mapping)."""
+    done = 0
+    while done < len(buffer):
+        want = buffer[done:done + READ_CHUNK]
+        if hasattr(os, "preadv"):
+            n = os.preadv(fd, [want], offset + done)
+        else:  # platforms without positioned reads (Windows): seek, then read a copy
+            os.lseek(fd, offset + done, os.SEEK_SET)
+            data = os.read(fd, len(want))
+            n = len(data)
+            want[:n] = data
+        if n <= 0:
+            raise MalformedInput(f"file ended {len(buffer) - done} bytes before a tensor's end", path)
+        done += n
 
 
 class SafetensorsSource(TensorSource):
@@ -86,8 +122,10 @@ class SafetensorsSource(TensorSource):
         super().__init__(root, files, config)
         self._infos: dict[str, TensorInfo] = {}
         self._file_of: dict[str, Path] = {}
+        self._ranges: dict[str, tuple[int, int]] = {}
         for f in files:
-            infos, meta = read_header(f)
+            infos, meta, ranges = read_layout(f)
+            self._ranges.update(ranges)
             self.metadata.setdefault("file_metadata", {})[self._relative(f)] = meta
             for name, info in infos.items():
                 if name in self._infos:
@@ -100,27 +138,66 @@ class SafetensorsSource(TensorSource):
                     raise MalformedInput(f"index lists tensor {name!r} in {f.name}, which does not hold it", root / INDEX_NAME)
                 if self._file_of[name] != f:
                     raise MalformedInput(f"index puts tensor {name!r} in {f.name}, but it is in {self._file_of[name].name}", root / INDEX_NAME)
-        self._handles: dict[Path, object] = {}
+        self._handles: dict[Path, int] = {}  # shard -> open file descriptor
 
     def infos(self) -> dict[str, TensorInfo]:
         return self._infos
 
-    def _load(self, name: str) -> torch.Tensor:
-        path = self._file_of[name]
-        handle = self._handles.get(path)
-        if handle is None:
+    def stored_bytes(self, name: str) -> int:
+        begin, end = self._ranges[name]
+        return end - begin
+
+    def _fd(self, path: Path) -> int:
+        fd = self._handles.get(path)
+        if fd is None:
             try:
-                handle = safe_open(str(path), framework="pt", device="cpu")
-            except Exception as exc:  # the library's own validation, after ours
-                raise MalformedInput(f"cannot open safetensors file ({exc})", path) from None
-            self._handles[path] = handle
-        try:
-            return handle.get_tensor(name)
-        except Exception as exc:
-            raise MalformedInput(f"cannot read tensor {name!r} ({exc})", path) from None
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError as exc:
+                raise MalformedInput(f"cannot open safetensors file ({exc.strerror})", path) from None
+            self._handles[path] = fd
+        return fd
+
+    def _read(self, name: str, begin: int, end: int, shape: tuple[int, ...], float32: bool = False) -> torch.Tensor:
+        """Bytes [begin, end) of `name`'s shard as a tensor of the given shape: its stored dtype, or with `float32`
+        narrower floats widened block by block through one reused buffer as they are read."""
+        if sys.byteorder != "little":
+            raise Unsupported("reading safetensors needs a little-endian machine", self._file_of[name])
+        path, stored = self._file_of[name], TORCH_DTYPES[self._infos[name].dtype]
+        fd = self._fd(path)
+        size = torch.empty(0, dtype=stored).element_size()
+        if not (float32 and stored.is_floating_point and size < 4):
+            buffer = torch.empty(end - begin, dtype=torch.uint8)
+            read_into(fd, memoryview(buffer.numpy()).cast("B"), begin, path)
+            return buffer.view(stored).reshape(shape)
+        out = torch.empty(shape, dtype=torch.float32).reshape(-1)
+        step = max(size, WIDEN_BLOCK // size * size)
+        buffer = torch.empty(min(step, end - begin), dtype=torch.uint8)
+        for at in range(begin, end, step):
+            n = min(step, end - at)
+            read_into(fd, memoryview(buffer.numpy()).cast("B")[:n], at, path)
+            first = (at - begin) // size
+            out[first:first + n // size].copy_(buffer[:n].view(stored))
+        return out.reshape(shape)
+
+    def _load(self, name: str) -> torch.Tensor:
+        begin, end = self._ranges[name]
+        return self._read(name, begin, end, self._infos[name].shape)
+
+    def _load_float32(self, name: str) -> torch.Tensor:
+        begin, end = self._ranges[name]
+        return self._read(name, begin, end, self._infos[name].shape, float32=True)
+
+    def _load_slice(self, name: str, index: int, float32: bool = False) -> torch.Tensor:
+        """One entry along the first dimension: a contiguous byte range, read alone."""
+        shape = self._infos[name].shape
+        begin, end = self._ranges[name]
+        step = (end - begin) // shape[0]
+        return self._read(name, begin + index * step, begin + (index + 1) * step, shape[1:], float32)
 
     def close(self) -> None:
-        self._handles.clear()
+        handles, self._handles = self._handles, {}
+        for fd in handles.values():
+            os.close(fd)
 
 
 def open_safetensors(path: Path, root: Path, config: dict | None) -> SafetensorsSource:
