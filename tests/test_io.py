@@ -147,6 +147,21 @@ def test_gguf_llama_file_dequantized_and_unpermuted(tmp_path):
             np.testing.assert_array_equal(src.get(name).numpy(), w.astype(np.float32))
 
 
+@pytest.mark.parametrize("count", [float("nan"), float("inf"), 2.5])
+def test_gguf_count_that_is_not_a_whole_number_is_refused(tmp_path, count):
+    """A layer count stored as a float NaN (a fuzzer's find) once crashed int(); it is a malformed file."""
+    gguf = pytest.importorskip("gguf")
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    writer.add_float32("llama.block_count", count)
+    writer.add_tensor("token_embd.weight", np.ones((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(MalformedInput, match="block_count .* not a whole number"):
+        open_source(tmp_path / "m.gguf")
+
+
 def test_unknown_format_is_unsupported(tmp_path):
     path = tmp_path / "weights.xyz"
     path.write_bytes(b"hello")

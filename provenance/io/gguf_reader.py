@@ -7,6 +7,8 @@ temporaries of the whole tensor, which for a 152k-token embedding is gigabytes.
 """
 from __future__ import annotations
 
+import math
+
 import os
 import struct
 from pathlib import Path
@@ -146,6 +148,8 @@ class GGUFSource(TensorSource):
         for suffix, key in CONFIG_KEYS.items():
             value = _field(self._reader, f"{arch}.{suffix}")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not math.isfinite(value) or value != int(value):  # a count that is NaN, infinite or fractional
+                    raise MalformedInput(f"metadata {arch}.{suffix} is {value!r}, not a whole number", path)
                 config[key] = int(value)
         super().__init__(root, [path], config)
         self.metadata = {"general.name": _field(self._reader, "general.name"),
