@@ -30,37 +30,39 @@ def _attention(g, prefix, names, bias):
     return {f"{prefix}{k}": v for k, v in out.items()}
 
 
-def dense_state(seed: int = 0) -> dict[str, torch.Tensor]:
+def _layers(seed: int, mlp) -> dict[str, torch.Tensor]:
+    """Embedding and final norm, then per layer attention and both norms, then `mlp(g, prefix)` (the draw order
+    fixes the bytes the stored references were made from)."""
     g = torch.Generator().manual_seed(seed)
     state = {"model.embed_tokens.weight": _rand(g, VOCAB, HIDDEN), "model.norm.weight": 1 + _rand(g, HIDDEN, scale=0.1)}
     for i in range(LAYERS):
         p = f"model.layers.{i}."
         state.update(_attention(g, p, {r: f"self_attn.{r}_proj.weight" for r in "qkvo"}, bias=True))
         state.update({p + "input_layernorm.weight": 1 + _rand(g, HIDDEN, scale=0.1),
-                      p + "post_attention_layernorm.weight": 1 + _rand(g, HIDDEN, scale=0.1),
-                      p + "mlp.gate_proj.weight": _rand(g, FFN, HIDDEN), p + "mlp.up_proj.weight": _rand(g, FFN, HIDDEN),
-                      p + "mlp.down_proj.weight": _rand(g, HIDDEN, FFN)})
+                      p + "post_attention_layernorm.weight": 1 + _rand(g, HIDDEN, scale=0.1)})
+        state.update(mlp(g, p))
     return state
+
+
+def dense_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    return _layers(seed, lambda g, p: {p + "mlp.gate_proj.weight": _rand(g, FFN, HIDDEN),
+                                       p + "mlp.up_proj.weight": _rand(g, FFN, HIDDEN),
+                                       p + "mlp.down_proj.weight": _rand(g, HIDDEN, FFN)})
 
 
 def moe_state(seed: int = 1) -> dict[str, torch.Tensor]:
     """Qwen2-MoE names: experts one tensor each, a shared expert, a router."""
-    g = torch.Generator().manual_seed(seed)
-    state = {"model.embed_tokens.weight": _rand(g, VOCAB, HIDDEN), "model.norm.weight": 1 + _rand(g, HIDDEN, scale=0.1)}
-    for i in range(LAYERS):
-        p = f"model.layers.{i}."
-        state.update(_attention(g, p, {r: f"self_attn.{r}_proj.weight" for r in "qkvo"}, bias=True))
-        state.update({p + "input_layernorm.weight": 1 + _rand(g, HIDDEN, scale=0.1),
-                      p + "post_attention_layernorm.weight": 1 + _rand(g, HIDDEN, scale=0.1),
-                      p + "mlp.gate.weight": _rand(g, EXPERTS, HIDDEN)})
+    def mlp(g, p):
+        out = {p + "mlp.gate.weight": _rand(g, EXPERTS, HIDDEN)}
         for e in range(EXPERTS):
             q = f"{p}mlp.experts.{e}."
-            state.update({q + "gate_proj.weight": _rand(g, EXPERT_FFN, HIDDEN), q + "up_proj.weight": _rand(g, EXPERT_FFN, HIDDEN),
-                          q + "down_proj.weight": _rand(g, HIDDEN, EXPERT_FFN)})
+            out.update({q + "gate_proj.weight": _rand(g, EXPERT_FFN, HIDDEN), q + "up_proj.weight": _rand(g, EXPERT_FFN, HIDDEN),
+                        q + "down_proj.weight": _rand(g, HIDDEN, EXPERT_FFN)})
         q = f"{p}mlp.shared_expert."
-        state.update({q + "gate_proj.weight": _rand(g, FFN, HIDDEN), q + "up_proj.weight": _rand(g, FFN, HIDDEN),
-                      q + "down_proj.weight": _rand(g, HIDDEN, FFN)})
-    return state
+        out.update({q + "gate_proj.weight": _rand(g, FFN, HIDDEN), q + "up_proj.weight": _rand(g, FFN, HIDDEN),
+                    q + "down_proj.weight": _rand(g, HIDDEN, FFN)})
+        return out
+    return _layers(seed, mlp)
 
 
 def stacked_state(unstacked: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
