@@ -65,14 +65,19 @@ def moe_state(seed: int = 1) -> dict[str, torch.Tensor]:
     return _layers(seed, mlp)
 
 
+# Hugging Face names -> GGUF names: the whole-model tensors and every layer's attention and norms
+GGUF_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+GGUF_LAYER_NAMES = {"self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+                    "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+                    "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
+                    "self_attn.v_proj.bias": "attn_v.bias", "input_layernorm.weight": "attn_norm.weight",
+                    "post_attention_layernorm.weight": "ffn_norm.weight"}
+
+
 def stacked_state(unstacked: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The MoE with GGUF names and every layer's experts stacked [experts, out, in] per role."""
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
-    per_layer = {"self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
-                 "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
-                 "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
-                 "self_attn.v_proj.bias": "attn_v.bias", "input_layernorm.weight": "attn_norm.weight",
-                 "post_attention_layernorm.weight": "ffn_norm.weight", "mlp.gate.weight": "ffn_gate_inp.weight",
+    names = GGUF_NAMES
+    per_layer = {**GGUF_LAYER_NAMES, "mlp.gate.weight": "ffn_gate_inp.weight",
                  "mlp.shared_expert.gate_proj.weight": "ffn_gate_shexp.weight",
                  "mlp.shared_expert.up_proj.weight": "ffn_up_shexp.weight",
                  "mlp.shared_expert.down_proj.weight": "ffn_down_shexp.weight"}
@@ -108,12 +113,8 @@ MOE_CONFIG = {"model_type": "qwen2_moe", "num_attention_heads": HEADS, "num_key_
 def write_gguf(state: dict[str, torch.Tensor], path: Path, quantize: bool = True) -> Path:
     """The dense model as a GGUF file (qwen2 names), matrices in Q8_0 when `quantize`, vectors in F32."""
     import gguf
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
-    per_layer = {"self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
-                 "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
-                 "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
-                 "self_attn.v_proj.bias": "attn_v.bias", "input_layernorm.weight": "attn_norm.weight",
-                 "post_attention_layernorm.weight": "ffn_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
+    names = GGUF_NAMES
+    per_layer = {**GGUF_LAYER_NAMES, "mlp.gate_proj.weight": "ffn_gate.weight",
                  "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight"}
     for i in range(LAYERS):
         names.update({f"model.layers.{i}.{old}": f"blk.{i}.{new}" for old, new in per_layer.items()})
