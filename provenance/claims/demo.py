@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from ..atomic import write_text
 from ..zoo import build
+from ..zoo.build import torch_threads
 from ..zoo.corpus import Vocab, corpus_text
 from ..zoo.tiny import forward
 
@@ -42,8 +43,7 @@ def _batches(seed: int, n: int) -> torch.Tensor:
 
 def _train(state: dict, cfg: dict, batches: torch.Tensor, opt_state: dict | None = None, dtype: str = "fp32"):
     """AdamW steps with the zoo's hand-written forward (bf16: under CPU autocast, fp32 master weights);
-    returns (state, optimizer state by name)."""
-    torch.set_num_threads(1)
+    returns (state, optimizer state by name). Runs on the caller's thread count (build_demo_claims: one)."""
     params = {k: v.clone().requires_grad_(True) for k, v in state.items()}
     opt = torch.optim.AdamW(list(params.values()), lr=RECIPE["lr"], betas=tuple(RECIPE["betas"]), eps=RECIPE["eps"],
                             weight_decay=RECIPE["weight_decay"])
@@ -105,8 +105,7 @@ def build_demo_claims(out: Path, progress: Callable[[str], None] | None = None, 
         claim name -> path of its claim.toml.
     """
     out = Path(out)
-    saved_threads = torch.get_num_threads()
-    try:
+    with torch_threads(1):  # one thread: no reduction order left to the scheduler
         if progress:
             progress("training the demo segment")
         base, other = build("base-s0"), build("base-s1")
@@ -117,8 +116,6 @@ def build_demo_claims(out: Path, progress: Callable[[str], None] | None = None, 
         data = _batches(2, LATER)
         end, _ = _train(start, cfg, data[:STEPS], opt_state, dtype)
         later, _ = _train(start, cfg, data, opt_state, dtype)
-    finally:
-        torch.set_num_threads(saved_threads)
     interpolated = {k: start[k] + (STEPS / LATER) * (later[k] - start[k]) for k in start}
     ends = {"honest": end, "spoof-other-lineage": load_file(other / "model.safetensors"),
             "spoof-interpolated": interpolated, "spoof-wrong-data": end}
