@@ -27,16 +27,21 @@ def hsic_terms(grams: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return grams.reshape(grams.shape[0], -1), diag, rows, rows.sum(dim=-1)
 
 
-def _hsic(a, b, n: int, pairwise: bool) -> torch.Tensor:
-    """Unbiased HSIC from hsic_terms: every pair ([ma, mb]) or row by row ([m], a and b of equal length)."""
-    (fa, da, ra, ta), (fb, db, rb, tb) = a, b
-    if pairwise:
-        dot, rowdot, tot = fa @ fb.T - da @ db.T, ra @ rb.T, torch.outer(ta, tb)
-    elif fa is fb:
-        dot, rowdot, tot = torch.linalg.vector_norm(fa, dim=-1) ** 2 - (da * da).sum(-1), (ra * ra).sum(-1), ta * ta
-    else:
-        dot, rowdot, tot = (fa * fb).sum(-1) - (da * db).sum(-1), (ra * rb).sum(-1), ta * tb
+def _estimate(dot, rowdot, tot, n: int) -> torch.Tensor:
+    """The unbiased HSIC estimator from its three sums (diagonal-free Gram products, row-sum products, totals)."""
     return (dot + tot / ((n - 1) * (n - 2)) - 2 * rowdot / (n - 2)) / (n * (n - 3))
+
+
+def _cross_hsic(a, b, n: int) -> torch.Tensor:
+    """[ma, mb] unbiased HSIC of every pair of Grams, from hsic_terms of two stacks."""
+    (fa, da, ra, ta), (fb, db, rb, tb) = a, b
+    return _estimate(fa @ fb.T - da @ db.T, ra @ rb.T, torch.outer(ta, tb), n)
+
+
+def _self_hsic(a, n: int) -> torch.Tensor:
+    """[m] unbiased HSIC of each Gram with itself, from hsic_terms (no [m, m] product)."""
+    f, d, r, t = a
+    return _estimate(torch.linalg.vector_norm(f, dim=-1) ** 2 - (d * d).sum(-1), (r * r).sum(-1), t * t, n)
 
 
 def cka_matrix(grams_a: torch.Tensor, grams_b: torch.Tensor) -> torch.Tensor:
@@ -50,15 +55,8 @@ def cka_matrix(grams_a: torch.Tensor, grams_b: torch.Tensor) -> torch.Tensor:
     """
     n = grams_a.shape[-1]
     ta, tb = hsic_terms(grams_a), hsic_terms(grams_b)
-    scale_a = _hsic(ta, ta, n, pairwise=False).clamp_min(0).sqrt()
-    scale_b = _hsic(tb, tb, n, pairwise=False).clamp_min(0).sqrt()
-    denom = torch.outer(scale_a, scale_b)
-    return _hsic(ta, tb, n, pairwise=True) / denom.clamp_min(torch.finfo(denom.dtype).tiny)
-
-
-def unbiased_hsic(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-    """Unbiased HSIC of two [n, n] Grams over the same samples (a scalar tensor)."""
-    return _hsic(hsic_terms(k[None]), hsic_terms(l[None]), k.shape[0], pairwise=False)[0]
+    denom = torch.outer(_self_hsic(ta, n).clamp_min(0).sqrt(), _self_hsic(tb, n).clamp_min(0).sqrt())
+    return _cross_hsic(ta, tb, n) / denom.clamp_min(torch.finfo(denom.dtype).tiny)
 
 
 def unbiased_cka(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:

@@ -303,8 +303,9 @@ def cross_fitted_maps(ctx) -> dict | None:
             # B's layers at the same relative depth: the layer map is not known yet (a layer removed or inserted
             # leaves most pairs right, enough for a start)
             matched = _depth_matched(la, ctx.fb.num_layers, fit_layers)
-            row_starts = [lambda match=match: _attention_row_start(va, vb, fit_layers, matched, match) for match in (False, True)]
-            product = lambda: _signed(a_pool, b_pool, _product_start(va, vb, fit_layers, matched))
+            row_starts = [lambda match=match, fit=fit_layers, mapped=matched: _attention_row_start(va, vb, fit, mapped, match)
+                          for match in (False, True)]
+            product = lambda fit=fit_layers, mapped=matched, pool=a_pool: _signed(pool, b_pool, _product_start(va, vb, fit, mapped))
             maps[parity], _ = fit_map(a_pool, b_pool, starts + row_starts + [product])
     ctx.cache["body_maps"] = maps
     return maps

@@ -12,8 +12,6 @@ import torch
 
 from .. import kernels
 
-FULL_MLP_PAIRS = 576  # beyond this many layer pairs, MLP similarity is computed on the path and a null sample
-
 
 def shared_anchors(fa, fb) -> tuple[list[int], list[int], str]:
     """Indices of the anchors both fingerprints hold (by canonical string), and a note when they were identified differently."""
