@@ -91,13 +91,14 @@ else:
     source = view.source
     source._load = timed("read", source._load)
     source._load_float32 = timed("read", source._load_float32)
-    source._load_slice = timed("read", source._load_slice)
+    source._load_rows = timed("read", source._load_rows)
     source.sha256 = timed("hash", source.sha256)
     if mode == "naive":
         held = {n: source.get(n).clone() for n in source.infos()}  # the whole checkpoint resident
         loaded = time.perf_counter() - start
         source.get = lambda name, float32=False: held[name].float() if float32 else held[name]
         source.get_slice = lambda name, k, float32=False: held[name][k].float() if float32 else held[name][k]
+        source.get_rows = lambda name, a, b, float32=False: held[name][a:b].float() if float32 else held[name][a:b]
     fp = fingerprint_view(view, backend)
     out = {"seconds": time.perf_counter() - start, "read_seconds": spent["read"], "hash_seconds": spent["hash"],
            "threads": torch.get_num_threads(), "layers": fp.num_layers}

@@ -57,35 +57,54 @@ def usable(t: torch.Tensor, name: str, role: str, root) -> torch.Tensor:
     Returns:
         t, upcast from fp8 when stored so.
     """
-    if t.dtype in FLOAT8:
-        t = t.to(torch.float32)
-    if not (torch.is_floating_point(t) or t.dtype in (torch.int8, torch.uint8, torch.int16, torch.int32)):
-        raise MalformedInput(f"tensor {name!r} has dtype {t.dtype}, not weights", root)
-    if t.numel() == 0:
-        raise MalformedInput(f"tensor {name!r} is empty", root)
-    # block by block, so that checking a large tensor holds no float32 copy of it
-    finite, lo, hi, first = True, None, None, None
-    for block in _blocks(t):
-        f = block.float() if block.dtype != torch.float64 else block
-        if first is None:
-            first = float(f.reshape(-1)[0])
-        finite = finite and bool(torch.isfinite(f).all())
-        if finite:
-            b_lo, b_hi = torch.aminmax(f)
-            lo = b_lo if lo is None else torch.minimum(lo, b_lo)
-            hi = b_hi if hi is None else torch.maximum(hi, b_hi)
-    if not finite:
-        raise MalformedInput(f"tensor {name!r} contains NaN or Inf", root)
-    if expected_rank(role) in (2, 3):
-        peak = max(abs(float(lo)), abs(float(hi)))
-        if peak > MAX_ABS:
-            raise MalformedInput(f"tensor {name!r} has entries of magnitude {peak:.3g}, beyond any trained weight "
-                                 f"(limit {MAX_ABS:g}): refused rather than compared", root)
-        spread = float(hi - lo)
-        if spread <= MIN_RELATIVE_SPREAD * max(peak, 1e-30):
-            raise MalformedInput(f"tensor {name!r} is constant (every entry {first:.4g}): it carries "
-                                 "no lineage signal; refused rather than compared", root)
+    screen = Screen(name, role, root)
+    t = screen.add(t)
+    screen.finish()
     return t
+
+
+class Screen:
+    """The checks of `usable` over a tensor that arrives in parts (row blocks of an embedding too large to hold
+    in float32 at once): `add` each part, then `finish`. Each part is checked block by block, so that checking
+    holds no float32 copy of it."""
+
+    def __init__(self, name: str, role: str, root):
+        self.name, self.role, self.root = name, role, root
+        self.lo = self.hi = self.first = None
+
+    def add(self, t: torch.Tensor) -> torch.Tensor:
+        """Check one part; returns it, upcast from fp8 when stored so."""
+        if t.dtype in FLOAT8:
+            t = t.to(torch.float32)
+        if not (torch.is_floating_point(t) or t.dtype in (torch.int8, torch.uint8, torch.int16, torch.int32)):
+            raise MalformedInput(f"tensor {self.name!r} has dtype {t.dtype}, not weights", self.root)
+        if t.numel() == 0:
+            raise MalformedInput(f"tensor {self.name!r} is empty", self.root)
+        for block in _blocks(t):
+            f = block.float() if block.dtype != torch.float64 else block
+            if self.first is None:
+                self.first = float(f.reshape(-1)[0])
+            lo, hi = torch.aminmax(f)  # NaN propagates to both, an infinity to one: no separate isfinite pass
+            if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
+                raise MalformedInput(f"tensor {self.name!r} contains NaN or Inf", self.root)
+            self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
+            self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
+        return t
+
+    def finish(self) -> None:
+        """Refuse the whole tensor if its magnitude or spread says it carries no signal."""
+        if self.lo is None:
+            raise MalformedInput(f"tensor {self.name!r} is empty", self.root)
+        if expected_rank(self.role) not in (2, 3):
+            return
+        lo, hi = float(self.lo), float(self.hi)
+        peak = max(abs(lo), abs(hi))
+        if peak > MAX_ABS:
+            raise MalformedInput(f"tensor {self.name!r} has entries of magnitude {peak:.3g}, beyond any trained weight "
+                                 f"(limit {MAX_ABS:g}): refused rather than compared", self.root)
+        if hi - lo <= MIN_RELATIVE_SPREAD * max(peak, 1e-30):
+            raise MalformedInput(f"tensor {self.name!r} is constant (every entry {self.first:.4g}): it carries "
+                                 "no lineage signal; refused rather than compared", self.root)
 
 
 CHECK_ELEMENTS = 1 << 22  # entries converted and checked at a time

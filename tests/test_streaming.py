@@ -62,6 +62,7 @@ def test_streaming_equals_fingerprinting_a_fully_loaded_model(zoo):
         held = {n: view.source.get(n).clone() for n in view.source.infos()}
         view.source.get = lambda name, float32=False: held[name].float() if float32 else held[name]
         view.source.get_slice = lambda name, k, float32=False: held[name][k]
+        view.source.get_rows = lambda name, a, b, float32=False: held[name][a:b].float()
         loaded = fingerprint_view(view, get_backend("cpu"))
     assert set(streamed.tensors) == set(loaded.tensors)
     for key in streamed.tensors:
@@ -72,9 +73,9 @@ def test_streaming_equals_fingerprinting_a_fully_loaded_model(zoo):
 def test_every_tensor_is_read_once(models, name):
     with open_model(models[name]) as view:
         reads = Counter()
-        get, get_slice = view.source.get, view.source.get_slice
+        get, get_rows = view.source.get, view.source.get_rows
         view.source.get = lambda n, float32=False: reads.update([n]) or get(n, float32)
-        view.source.get_slice = lambda n, k, float32=False: reads.update([f"{n}[{k}]"]) or get_slice(n, k, float32)
+        view.source.get_rows = lambda n, a, b, float32=False: reads.update([f"{n}[{a}:{b}]"]) or get_rows(n, a, b, float32)
         fingerprint_view(view, get_backend("cpu"))
     norms = {n for n in reads if "layernorm" in n or "norm.weight" in n}
     # the MLP norm is read in both passes (a vector); every matrix exactly once
@@ -158,6 +159,49 @@ def test_widening_crosses_read_blocks(tmp_path, monkeypatch):
         assert torch.equal(src.get_slice("s", 2, float32=True), s[2].float())
 
 
+@pytest.mark.parametrize("name", ["dense", "gguf"])
+def test_row_ranges_read_alone_equal_the_whole_tensor(models, name):
+    with open_model(models[name]) as view:
+        embed = view.name_of("embed")
+        whole = view.source.get(embed, float32=True)
+        assert view.source.random_access
+        for start, stop in ((0, 1), (7, 123), (whole.shape[0] - 5, whole.shape[0])):
+            assert torch.equal(view.source.get_rows(embed, start, stop, float32=True), whole[start:stop])
+        with pytest.raises(IndexError):
+            view.source.get_rows(embed, 3, whole.shape[0] + 1)
+
+
+def test_embedding_read_in_small_blocks_gives_the_same_fingerprint(models, monkeypatch):
+    whole = _fingerprint(models["dense"])
+    monkeypatch.setattr(compute, "EMBED_BLOCK_BYTES", 7 * 4 * sm.HIDDEN)  # 7 rows a block: 86 blocks of 600 rows
+    with open_model(models["dense"]) as view:
+        reads = []
+        get_rows = view.source.get_rows
+        view.source.get_rows = lambda n, a, b, float32=False: reads.append((n, a, b)) or get_rows(n, a, b, float32)
+        blocked = fingerprint_view(view, get_backend("cpu"))
+    embed_reads = [r for r in reads if r[0] == "model.embed_tokens.weight"]
+    assert len(embed_reads) == -(-sm.VOCAB // 7) and all(b - a <= 7 for _, a, b in embed_reads)
+    assert set(whole.tensors) == set(blocked.tensors)
+    for key in whole.tensors:
+        assert torch.equal(whole.tensors[key], blocked.tensors[key]), key
+
+
+@pytest.mark.parametrize("bad", ["nan-last-row", "constant"])
+def test_embedding_screened_across_blocks(tmp_path, monkeypatch, bad):
+    state = sm.dense_state()
+    embed = state["model.embed_tokens.weight"]
+    if bad == "nan-last-row":
+        embed[-1, 3] = float("nan")  # in the last block only: every block must be screened
+        match = "NaN or Inf"
+    else:
+        embed.fill_(0.125)           # each block alone looks constant; so does the whole: refused once, at the end
+        match = "constant"
+    path = sm.write_safetensors(state, tmp_path / "m", config=sm.DENSE_CONFIG)
+    monkeypatch.setattr(compute, "EMBED_BLOCK_BYTES", 50 * 4 * sm.HIDDEN)
+    with pytest.raises(MalformedInput, match=match):
+        _fingerprint(path)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_kept_rows_are_the_layer_wide_top_k_even_with_ties(seed):
     g = torch.Generator().manual_seed(seed)
@@ -213,11 +257,24 @@ def test_top_eigenvectors_match_a_full_decomposition():
 
 
 def test_upper_block_gram_equals_the_full_product():
+    from provenance import kernels
     g = torch.Generator().manual_seed(1)
-    rows = torch.randn(2500, 37, generator=g)
+    rows = torch.randn(2500, 37, generator=g, dtype=torch.float64)
     gram = torch.zeros(37, 37, dtype=torch.float64)
-    compute._add_gram(gram, rows)
-    torch.testing.assert_close(compute._mirror(gram), rows.double().T @ rows.double(), rtol=1e-12, atol=1e-9)
+    kernels.add_gram(gram, rows, chunk=1024)
+    torch.testing.assert_close(kernels.mirror(gram), rows.T @ rows, rtol=1e-12, atol=1e-9)
+
+
+def test_attention_products_in_basis_coordinates_equal_projecting_the_full_products():
+    from provenance import kernels
+    g = torch.Generator().manual_seed(2)
+    heads, kv_heads, hd, hidden, d = 6, 2, 8, 48, 5
+    q, o = torch.randn(heads * hd, hidden, generator=g, dtype=torch.float64), torch.randn(hidden, heads * hd, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(kv_heads * hd, hidden, generator=g, dtype=torch.float64) for _ in range(2))
+    basis = torch.linalg.qr(torch.randn(hidden, d, generator=g, dtype=torch.float64)).Q
+    for product, a, b in ((kernels.qk_product, q, k), (kernels.ov_product, o, v)):
+        full = product(a, b, heads, kv_heads)
+        torch.testing.assert_close(product(a, b, heads, kv_heads, basis), basis.T @ full @ basis, rtol=1e-12, atol=1e-12)
 
 
 def test_progress_counts_every_byte_it_planned(models, monkeypatch):

@@ -160,6 +160,22 @@ class ModelView:
                 return torch.split(whole, self._split_sizes(fused, whole.shape[0]), dim=0)[parts.index(role)]
         return None
 
+    def row_blocks(self, role: str, rows: int, float32: bool = False):
+        """A layer-less role's tensor (the embedding) in blocks of `rows` rows, as (first row, block) pairs:
+        read block by block where the format has random access and the tensor is stored untransposed, so that
+        a 150k-token embedding never sits whole in float32 memory; otherwise read once and sliced."""
+        name = self.name_of(role)
+        if name is None:
+            return
+        shape = self.shape(role)
+        if self.source.random_access and not self.roles[name].transposed and len(shape) == 2:
+            for start in range(0, shape[0], rows):
+                yield start, self.source.get_rows(name, start, min(shape[0], start + rows), float32)
+            return
+        whole = self.get(role, float32=float32)
+        for start in range(0, whole.shape[0], rows):
+            yield start, whole[start:start + rows]
+
     def _split_sizes(self, fused: str, rows: int) -> list[int]:
         parts = len(FUSED[fused])
         if fused.startswith("attn.qkv"):

@@ -16,7 +16,7 @@ import torch
 from .. import kernels
 from ..anchors import choose_anchors
 from ..arch import ModelView
-from ..degenerate import usable
+from ..degenerate import Screen, usable
 from ..errors import MalformedInput, Unsupported
 from ..io.safetensors_reader import read_into
 from ..progress import Progress
@@ -29,6 +29,7 @@ N_EMBED_TOKENS = 4096   # shared-token embedding rows kept for the embedding sig
 FULL_HIDDEN = 512       # up to this hidden size body features keep every coordinate
 BODY_DIMS = 128         # beyond it, they are projected onto the model's own top principal subspace
 ATTN_ROWS = 256         # Q/K/V rows and O columns kept per layer (evenly spaced by index)
+EMBED_BLOCK_BYTES = 64 << 20  # embedding rows read, widened to float32 and screened at a time
 
 
 def _finite(t: torch.Tensor, view: ModelView, role: str, layer) -> torch.Tensor:
@@ -42,8 +43,7 @@ def _finite(t: torch.Tensor, view: ModelView, role: str, layer) -> torch.Tensor:
 READ_ROLES = ("norm.attn", "norm.mlp", *SIGMA_ROLES, *BIAS_ROLES)
 MLP_ROLES = (("mlp.gate", "mlp.up", "mlp.down"), ("moe.shared.gate", "moe.shared.up", "moe.shared.down"))
 EXPERT_ROLES = ("moe.expert.gate", "moe.expert.up", "moe.expert.down")
-GRAM_ROWS = 1024     # rows converted to float64 at a time for the basis Gram
-GRAM_BLOCKS = 4      # the Gram is symmetric: only its upper blocks are computed, then mirrored
+GRAM_ROWS = 1024     # rows per block of the norms and the basis Gram
 PROBE_ROWS = 64      # leading rows per neuron group that fix the basis signs
 
 
@@ -82,17 +82,14 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
     tracker = Progress(2 * view.num_layers + 1, f"fingerprint {label or src.root.name}", progress,
                        total_bytes=_planned_bytes(view) or None)
     tracker.step("embedding")
-    embed = view.get("embed")
-    if embed is None:
+    embed_shape = view.shape("embed")
+    if embed_shape is None:
         raise Unsupported("model has no token embedding; lineage fingerprints need one", src.root)
-    tracker.advance(view.stored_bytes("embed"))
-    embed = _finite(embed, view, "embed", None)
     # one hash ranking: the anchors are the first n_anchors of the embedding tokens
-    embed_tokens, all_rows, matched_by = choose_anchors(src.vocab_tokens, embed.shape[0], max(n_anchors, N_EMBED_TOKENS))
-    embed_rows = backend.place(embed[all_rows].float(), dtype)
+    embed_tokens, all_rows, matched_by = choose_anchors(src.vocab_tokens, embed_shape[0], max(n_anchors, N_EMBED_TOKENS))
+    embed_rows = backend.place(_embedding_rows(view, all_rows, tracker), dtype)
     tokens, rows = embed_tokens[:n_anchors], all_rows[:n_anchors]
     x = kernels.rms_rows(embed_rows[:len(rows)])
-    del embed
     model = {"label": label if label is not None else src.root.name, "format": src.format, "family": view.family.name,
              "content_hash": src.content_hash(), "sha256": src.sha256(), "facts": facts}
     if record_path:
@@ -116,17 +113,23 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
 
     hidden = x.shape[-1]
     with _Parked(spill=hidden > FULL_HIDDEN) as parked:
+        # the basis Gram: each layer's products in the compute dtype on the backend, summed over layers in float64
         gram = torch.zeros(hidden, hidden, dtype=torch.float64) if hidden > FULL_HIDDEN else None
+        layer_gram = None if gram is None else backend.place(torch.zeros(hidden, hidden), dtype)
         probes, mlp = [], []
         for i in range(view.num_layers):
             tracker.step(f"layer {i} MLP")
-            mlp.append(_mlp_pass(view, i, x, weight, max_neurons, hidden, gram, probes, parked))
+            mlp.append(_mlp_pass(view, i, x, weight, max_neurons, hidden, layer_gram, probes, parked))
+            if gram is not None:
+                gram.add_(layer_gram.cpu())
+                layer_gram.zero_()
+        del layer_gram
         basis = None if gram is None else backend.place(_body_basis(gram, probes, parked), dtype)
         del gram
         fp.doc["settings"]["body_basis"] = ("hidden" if basis is None else
                                             f"top {basis.shape[1]} principal directions of the norm-folded MLP gate rows and down columns")
         fp.doc["settings"]["body_dims"] = hidden if basis is None else basis.shape[1]
-        project = (lambda t: t) if basis is None else (lambda t: t @ basis)
+        project = (lambda t: t) if basis is None else (lambda t: t @ basis)  # rows into body coordinates
         fp.doc["embedding"] = {"tokens": embed_tokens, "matched_by": matched_by}
         fp.put("embed.rows", project(embed_rows))
         del embed_rows
@@ -149,7 +152,7 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
                 if short in GRAM_PROJECTIONS and w.shape[-1] == x.shape[-1]:
                     fp.put(f"gram.{short}", kernels.gram(kernels.projection_features(x_attn, w)), i)
                 attn[short] = w
-            _attention_products(fp, i, attn, norms["norm_attn"], heads, kv_heads, hidden, project)
+            _attention_products(fp, i, attn, norms["norm_attn"], heads, kv_heads, hidden, basis)
             del attn
             if not info["sigma"]:
                 info["notes"].append("no separate q/k/v/o projections (MLA or unknown attention): attention signals skipped")
@@ -170,6 +173,25 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
                 fp.put(feature, project(backend.place(parked.get(handle), dtype)), i)
     tracker.finish()
     return fp
+
+
+def _embedding_rows(view: ModelView, rows: list[int], tracker: Progress) -> torch.Tensor:
+    """[len(rows), hidden] float32: the embedding's `rows` in the order given. The embedding (often the largest
+    tensor) is read EMBED_BLOCK_BYTES at a time, each block screened for degenerate values and released, so
+    memory never holds it whole."""
+    name, shape = view.name_of("embed") or "embed", view.shape("embed")
+    wanted = torch.as_tensor(rows, dtype=torch.long)
+    out = torch.empty(len(rows), shape[1])
+    screen = Screen(name, "embed", view.source.root)
+    total = view.stored_bytes("embed")
+    for start, block in view.row_blocks("embed", max(1, EMBED_BLOCK_BYTES // (4 * shape[1])), float32=True):
+        block = screen.add(block)
+        stop = start + block.shape[0]
+        inside = (wanted >= start) & (wanted < stop)
+        out[inside] = block[wanted[inside] - start].float()
+        tracker.advance(total * stop // shape[0] - total * start // shape[0])
+    screen.finish()
+    return out
 
 
 def _planned_bytes(view: ModelView) -> int:
@@ -235,7 +257,7 @@ def _mlp_pass(view, i, x, weight, max_neurons, hidden, gram, probes, parked) -> 
         if in_body:
             down = weight(down_role, i, expert)
             if gram is not None:
-                _add_gram(gram, down.T)
+                kernels.add_gram(gram, down.T, chunk=GRAM_ROWS)
             body.attach("body.down", down.T[picked])
             del down
     if not profiles.count:
@@ -259,7 +281,7 @@ def _lead(lead, gamma, body, gram, probes, parked) -> torch.Tensor:
         folded = kernels.fold_columns(block, gamma)
         norms.append(folded.norm(dim=1))
         if gram is not None:
-            _add_gram(gram, folded)
+            kernels.add_gram(gram, folded, chunk=GRAM_ROWS)
     if gram is not None:
         probes.append(parked.put(kernels.unit_rows(kernels.fold_columns(lead[:PROBE_ROWS], gamma))))
     return body.offer(torch.cat(norms))
@@ -269,27 +291,7 @@ def _fold_rows(w, rows, gamma) -> torch.Tensor:
     return kernels.fold_columns(w[rows], gamma)
 
 
-def _add_gram(gram: torch.Tensor, rows: torch.Tensor) -> None:
-    """gram += rows^T rows in float64, GRAM_ROWS rows at a time, upper blocks only (see _mirror)."""
-    edges = torch.linspace(0, gram.shape[0], GRAM_BLOCKS + 1).round().long().tolist()
-    for block in rows.split(GRAM_ROWS):
-        block = block.double().cpu()
-        for a in range(GRAM_BLOCKS):
-            left = block[:, edges[a]:edges[a + 1]].T
-            for b in range(a, GRAM_BLOCKS):
-                gram[edges[a]:edges[a + 1], edges[b]:edges[b + 1]].addmm_(left, block[:, edges[b]:edges[b + 1]])
-
-
-def _mirror(gram: torch.Tensor) -> torch.Tensor:
-    """The full symmetric Gram from the upper blocks _add_gram computed."""
-    edges = torch.linspace(0, gram.shape[0], GRAM_BLOCKS + 1).round().long().tolist()
-    for a in range(GRAM_BLOCKS):
-        for b in range(a + 1, GRAM_BLOCKS):
-            gram[edges[b]:edges[b + 1], edges[a]:edges[a + 1]] = gram[edges[a]:edges[a + 1], edges[b]:edges[b + 1]].T
-    return gram
-
-
-def _attention_products(fp, i, attn, gamma, heads, kv_heads, hidden, project) -> None:
+def _attention_products(fp, i, attn, gamma, heads, kv_heads, hidden, basis) -> None:
     """QK and OV products (norms folded) in body coordinates, when Q/K/V/O act on the hidden size. Takes the
     matrices out of `attn` (the caller's last references), so each unfolded one is released as it is folded."""
     q, k, v, o = (attn.pop(r, None) for r in ("q", "k", "v", "o"))
@@ -307,12 +309,13 @@ def _attention_products(fp, i, attn, gamma, heads, kv_heads, hidden, project) ->
     per_head = max(1, min(hd, ATTN_ROWS // (2 * heads + 2 * kv_heads)))
     offsets = torch.linspace(0, hd - 1, per_head).round().long()
     blocks = [mat[h * hd + offsets] for mat, n in ((q, heads), (k, kv_heads), (v, kv_heads), (o.T, heads)) for h in range(n)]
-    fp.put("body.attn_rows", project(torch.cat(blocks)), i)
+    rows = torch.cat(blocks)
+    fp.put("body.attn_rows", rows if basis is None else rows @ basis, i)
     fp.doc["layers"][i]["attn_rows"] = {"heads": heads, "kv_heads": kv_heads, "per_head": per_head}
-    del blocks
-    fp.put("body.qk", project(project(kernels.qk_product(q, k, heads, kv_heads)).T).T, i)
-    del q, k  # one [hidden, hidden] product at a time
-    fp.put("body.ov", project(project(kernels.ov_product(o, v, heads, kv_heads)).T).T, i)
+    del blocks, rows
+    fp.put("body.qk", kernels.qk_product(q, k, heads, kv_heads, basis), i)
+    del q, k
+    fp.put("body.ov", kernels.ov_product(o, v, heads, kv_heads, basis), i)
 
 
 def _top_eigenvectors(gram: torch.Tensor, k: int) -> torch.Tensor:
@@ -335,7 +338,7 @@ def _body_basis(gram, probes, parked) -> torch.Tensor:
     hidden = gram.shape[0]
     if not probes:
         return torch.eye(hidden)[:, :BODY_DIMS]
-    basis = _top_eigenvectors(_mirror(gram), BODY_DIMS)  # float64, signs not yet fixed
+    basis = _top_eigenvectors(kernels.mirror(gram), BODY_DIMS)  # float64, signs not yet fixed
     skew = torch.zeros(basis.shape[1], dtype=torch.float64)
     for handle in probes:
         skew += ((parked.get(handle).double().cpu() @ basis) ** 3).sum(dim=0)

@@ -122,6 +122,7 @@ class TensorSource(ABC):
     """A checkpoint opened for reading. Nothing is read until a tensor is asked for."""
 
     format: str = ""
+    random_access = False  # whether get_rows reads only the rows asked for
 
     def __init__(self, root: Path, files: list[Path], config: dict | None = None):
         self.root = root
@@ -171,15 +172,29 @@ class TensorSource(ABC):
         Returns:
             The slice, on the CPU, in floating point where `get` would give floating point.
         """
+        return self.get_rows(name, index, index + 1, float32)[0]
+
+    def get_rows(self, name: str, start: int, stop: int, float32: bool = False) -> torch.Tensor:
+        """Entries [start, stop) along the first dimension of a tensor (a block of embedding rows, or of stacked
+        experts); readers with random access (`random_access`) read only that range, others load the tensor
+        and keep the range.
+
+        Args:
+            name: the tensor's name.
+            start, stop: the range along its first dimension.
+            float32: as for `get`.
+        Returns:
+            The [stop - start, ...] block, on the CPU.
+        """
         info = self.infos().get(name)
         if info is None:
             raise KeyError(name)
-        if not info.shape or not 0 <= index < info.shape[0]:
-            raise IndexError(f"{name}: index {index} outside its first dimension {info.shape[:1]}")
-        tensor = self._load_slice(name, index, float32)
-        if tuple(tensor.shape) != info.shape[1:]:
-            raise MalformedInput(f"tensor {name!r} entry {index} has shape {tuple(tensor.shape)}, header says {info.shape[1:]}",
-                                 self.root / info.file)
+        if not info.shape or not 0 <= start < stop <= info.shape[0]:
+            raise IndexError(f"{name}: range [{start}, {stop}) outside its first dimension {info.shape[:1]}")
+        tensor = self._load_rows(name, start, stop, float32)
+        if tuple(tensor.shape) != (stop - start, *info.shape[1:]):
+            raise MalformedInput(f"tensor {name!r} entries [{start}, {stop}) have shape {tuple(tensor.shape)}, header says "
+                                 f"{info.shape[1:]} each", self.root / info.file)
         return tensor
 
     def _load_float32(self, name: str) -> torch.Tensor:
@@ -192,9 +207,9 @@ class TensorSource(ABC):
         digits = "".join(ch for ch in info.dtype if ch.isdigit())
         return info.numel * max(1, int(digits) // 8 if digits else 4)
 
-    def _load_slice(self, name: str, index: int, float32: bool = False) -> torch.Tensor:
-        """Formats without random access load the tensor and keep the slice (a copy: the whole is released)."""
-        part = self._load(name)[index]
+    def _load_rows(self, name: str, start: int, stop: int, float32: bool = False) -> torch.Tensor:
+        """Formats without random access load the tensor and keep the range (a copy: the whole is released)."""
+        part = self._load(name)[start:stop]
         return widened(part) if float32 else part.clone()
 
     def sha256(self) -> dict[str, str]:

@@ -130,6 +130,7 @@ def unpermute_rope_rows(w: torch.Tensor, n_head: int) -> torch.Tensor:
 
 class GGUFSource(TensorSource):
     format = "gguf"
+    random_access = True
 
     def __init__(self, root: Path, path: Path):
         try:
@@ -216,13 +217,14 @@ class GGUFSource(TensorSource):
     def _load_float32(self, name: str) -> torch.Tensor:
         return self._load(name)  # dequantized to float32 already
 
-    def _load_slice(self, name: str, index: int, float32: bool = False) -> torch.Tensor:
-        """One expert of a stacked [experts, out, in] tensor: its rows alone are read and dequantized."""
+    def _load_rows(self, name: str, start: int, stop: int, float32: bool = False) -> torch.Tensor:
+        """Entries [start, stop) along the first dimension (embedding rows, or experts of a stacked
+        [experts, out, in] tensor): their rows alone are read and dequantized."""
         shape = self._infos[name].shape
-        if len(shape) < 2:
-            return super()._load_slice(name, index, float32)
+        if len(shape) < 2 or any(name.endswith(suffix) for suffix in self._permuted):
+            return super()._load_rows(name, start, stop, float32)
         per = self._infos[name].numel // shape[0] // shape[-1]
-        return torch.from_numpy(self._rows(name, index * per, (index + 1) * per)).reshape(shape[1:])
+        return torch.from_numpy(self._rows(name, start * per, stop * per)).reshape(stop - start, *shape[1:])
 
     def close(self) -> None:
         self._tensors.clear()

@@ -116,6 +116,7 @@ def read_into(fd: int, buffer: memoryview, offset: int, path: Path) -> None:
 
 class SafetensorsSource(TensorSource):
     format = "safetensors"
+    random_access = True
 
     def __init__(self, root: Path, files: list[Path], config: dict | None = None,
                  weight_map: dict[str, Path] | None = None):
@@ -187,12 +188,12 @@ class SafetensorsSource(TensorSource):
         begin, end = self._ranges[name]
         return self._read(name, begin, end, self._infos[name].shape, float32=True)
 
-    def _load_slice(self, name: str, index: int, float32: bool = False) -> torch.Tensor:
-        """One entry along the first dimension: a contiguous byte range, read alone."""
+    def _load_rows(self, name: str, start: int, stop: int, float32: bool = False) -> torch.Tensor:
+        """Entries [start, stop) along the first dimension: a contiguous byte range, read alone."""
         shape = self._infos[name].shape
         begin, end = self._ranges[name]
         step = (end - begin) // shape[0]
-        return self._read(name, begin + index * step, begin + (index + 1) * step, shape[1:], float32)
+        return self._read(name, begin + start * step, begin + stop * step, (stop - start, *shape[1:]), float32)
 
     def close(self) -> None:
         handles, self._handles = self._handles, {}

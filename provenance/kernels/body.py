@@ -24,14 +24,43 @@ def repeat_heads(w: torch.Tensor, heads: int, kv_heads: int) -> torch.Tensor:
     return w.reshape(kv_heads, hd, -1).repeat_interleave(heads // kv_heads, dim=0).reshape(heads * hd, -1)
 
 
-def qk_product(q: torch.Tensor, k: torch.Tensor, heads: int, kv_heads: int) -> torch.Tensor:
-    """[hidden, hidden] sum over heads of W_q^h^T W_k^h (norm-folded Q and K)."""
+def qk_product(q: torch.Tensor, k: torch.Tensor, heads: int, kv_heads: int,
+               basis: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over heads of W_q^h^T W_k^h (norm-folded Q and K): [hidden, hidden], or with a [hidden, d] `basis`
+    the [d, d] product in its coordinates, B^T Q^T K B, computed as (Q B)^T (K B) without ever forming
+    the hidden x hidden matrix (hidden/d times fewer operations)."""
+    if basis is not None:
+        q, k = q @ basis, k @ basis
     return q.T @ repeat_heads(k, heads, kv_heads)
 
 
-def ov_product(o: torch.Tensor, v: torch.Tensor, heads: int, kv_heads: int) -> torch.Tensor:
-    """[hidden, hidden] sum over heads of W_o^h W_v^h (norm-folded V)."""
+def ov_product(o: torch.Tensor, v: torch.Tensor, heads: int, kv_heads: int,
+               basis: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over heads of W_o^h W_v^h (norm-folded V): [hidden, hidden], or with a [hidden, d] `basis` the
+    [d, d] product B^T O V B, computed as (B^T O)(V B)."""
+    if basis is not None:
+        o, v = basis.T @ o, v @ basis
     return o @ repeat_heads(v, heads, kv_heads)
+
+
+def add_gram(gram: torch.Tensor, rows: torch.Tensor, blocks: int = 4, chunk: int = 1024) -> None:
+    """gram += rows^T rows, `chunk` rows at a time, in the rows' dtype on their device. Only the upper
+    blocks of a blocks x blocks tiling are computed (the Gram is symmetric; `mirror` fills the rest)."""
+    edges = torch.linspace(0, gram.shape[0], blocks + 1).round().long().tolist()
+    for part in rows.split(chunk):
+        for a in range(blocks):
+            left = part[:, edges[a]:edges[a + 1]].T
+            for b in range(a, blocks):
+                gram[edges[a]:edges[a + 1], edges[b]:edges[b + 1]].addmm_(left, part[:, edges[b]:edges[b + 1]])
+
+
+def mirror(gram: torch.Tensor, blocks: int = 4) -> torch.Tensor:
+    """The full symmetric Gram from the upper blocks add_gram computed (in place)."""
+    edges = torch.linspace(0, gram.shape[0], blocks + 1).round().long().tolist()
+    for a in range(blocks):
+        for b in range(a + 1, blocks):
+            gram[edges[b]:edges[b + 1], edges[a]:edges[a + 1]] = gram[edges[a]:edges[a + 1], edges[b]:edges[b + 1]].T
+    return gram
 
 
 def principal_basis(gram: torch.Tensor, k: int, probes: torch.Tensor | None = None) -> torch.Tensor:
