@@ -17,7 +17,7 @@ of threads (default 1: a shared 2-core machine is not oversubscribed). The table
 read and the naive load measured in the same run, and checks that time grows linearly in bytes while peak
 memory stays flat. Checkpoints live in a temporary folder removed at the end.
 
-    python benchmarks/streaming_scale.py [--layers 1,3,7] [--moe-layers 1] [--threads 1]
+    python benchmarks/streaming_scale.py [--layers 1,3,7] [--moe-layers 1] [--threads 1] [--backend cuda]
                                          [--out benchmarks/results/streaming_scale_cpu.json]
     python benchmarks/streaming_scale.py --hidden 1024 --ffn 2816 --heads 16 --kv-heads 4 --layers 1,2 \
         --moe-layers 0      # a quick run at small widths
@@ -60,7 +60,7 @@ if mode == "raw":
     buffer = bytearray(16 << 20)
     view = memoryview(buffer)
     base = peak_mb()
-    start, total = time.perf_counter(), 0
+    start, cpu_start, total = time.perf_counter(), time.process_time(), 0
     for name in files:
         with open(name, "rb", buffering=0) as fh:
             while n := fh.readinto(view):
@@ -73,7 +73,7 @@ else:
     from provenance.fingerprint import fingerprint_view
     from provenance.model import open_model
     from provenance.io.base import TensorSource
-    backend = get_backend("cpu")
+    backend = get_backend(sys.argv[4])
     spent = {"read": 0.0, "hash": 0.0}
 
     def timed(kind, fn):
@@ -86,7 +86,7 @@ else:
         return wrapper
 
     base = peak_mb()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     view = open_model(path)
     source = view.source
     source._load = timed("read", source._load)
@@ -100,12 +100,13 @@ else:
         source.get_slice = lambda name, k, float32=False: held[name][k].float() if float32 else held[name][k]
         source.get_rows = lambda name, a, b, float32=False: held[name][a:b].float() if float32 else held[name][a:b]
     fp = fingerprint_view(view, backend)
+    backend.synchronize()
     out = {"seconds": time.perf_counter() - start, "read_seconds": spent["read"], "hash_seconds": spent["hash"],
            "threads": torch.get_num_threads(), "layers": fp.num_layers}
     if mode == "naive":
         out["load_seconds"] = loaded
     view.close()
-out.update({"mode": mode, "peak_rss_mb": peak_mb(), "start_rss_mb": base})
+out.update({"mode": mode, "cpu_seconds": time.process_time() - cpu_start, "peak_rss_mb": peak_mb(), "start_rss_mb": base})
 print(json.dumps(out))
 """
 
@@ -257,9 +258,9 @@ def write_gguf(directory: Path, layers: int, a) -> dict:
 
 
 # --- measurement ------------------------------------------------------------------------------------------------
-def _child(mode: str, path: Path, threads: int, files: list[str] | None = None) -> dict:
+def _child(mode: str, path: Path, threads: int, extra: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    argv = [sys.executable, "-c", CHILD, mode, str(path), str(threads)] + ([json.dumps(files)] if files else [])
+    argv = [sys.executable, "-c", CHILD, mode, str(path), str(threads), extra]
     out = subprocess.run(argv, capture_output=True, text=True, env=env)
     if out.returncode:
         raise RuntimeError(f"{mode} child failed: {out.stderr.strip()[-2000:]}")
@@ -274,19 +275,19 @@ def _warm(files: list[str]) -> None:
                 pass
 
 
-def measure(name: str, directory: Path, info: dict, threads: int, naive: bool) -> dict:
+def measure(name: str, directory: Path, info: dict, threads: int, naive: bool, backend: str) -> dict:
     files = sorted(str(p) for p in directory.iterdir() if p.suffix in (".safetensors", ".gguf"))
     _warm(files)
-    row = {"checkpoint": name, **info, "raw": _child("raw", directory, threads, files),
-           "ours": _child("ours", directory, threads)}
+    row = {"checkpoint": name, **info, "raw": _child("raw", directory, threads, json.dumps(files)),
+           "ours": _child("ours", directory, threads, backend)}
     if naive:
-        row["naive"] = _child("naive", directory, threads)
+        row["naive"] = _child("naive", directory, threads, backend)
     return row
 
 
 def report(rows: list[dict]) -> dict:
     """Print the table; return the derived figures (ratios, linearity, memory flatness)."""
-    head = (f"{'checkpoint':20} {'GB':>5} {'raw s':>6} {'raw GB/s':>8} {'ours s':>7} {'read':>6} {'hash':>6} "
+    head = (f"{'checkpoint':20} {'GB':>5} {'raw s':>6} {'raw GB/s':>8} {'ours s':>7} {'CPU s':>6} {'read':>6} {'hash':>6} "
             f"{'compute':>7} {'ours RSS MB':>11} {'target MB':>9} {'naive s':>7} {'naive RSS MB':>12} "
             f"{'thru vs raw':>11} {'time vs naive':>13} {'RSS vs naive':>12}")
     print(head)
@@ -308,7 +309,7 @@ def report(rows: list[dict]) -> dict:
         naive_cols = (f"{n['seconds']:7.1f} {n['peak_rss_mb']:12.0f}" if n else f"{'-':>7} {'-':>12}")
         ratio_cols = (f"{d['time_vs_naive']:13.2f} {d['rss_vs_naive']:12.2f}" if n else f"{'-':>13} {'-':>12}")
         print(f"{r['checkpoint']:20} {r['bytes'] / GB:5.2f} {raw['seconds']:6.2f} {d['raw_gb_per_s']:8.2f} "
-              f"{o['seconds']:7.1f} {o['read_seconds']:6.1f} {o['hash_seconds']:6.1f} {compute:7.1f} "
+              f"{o['seconds']:7.1f} {o.get('cpu_seconds', float('nan')):6.1f} {o['read_seconds']:6.1f} {o['hash_seconds']:6.1f} {compute:7.1f} "
               f"{o['peak_rss_mb']:11.0f} {d['rss_target_mb']:9.0f} {naive_cols} {d['throughput_vs_raw']:11.3f} {ratio_cols}")
     dense = [r for r in rows if r["checkpoint"].startswith("dense")]
     scaling = {}
@@ -337,6 +338,7 @@ def main() -> int:
     ap.add_argument("--expert-ffn", type=int, default=1344)
     ap.add_argument("--gguf-layers", type=int, default=4, help="layers of the Qwen2.5-0.5B-shaped Q8_0 GGUF file (0: none)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in every child (default 1)")
+    ap.add_argument("--backend", default="cpu", help="where the fingerprint computes (cpu, cuda, npu; default cpu)")
     ap.add_argument("--no-naive", action="store_true", help="skip the full-load baseline")
     ap.add_argument("--tmp", type=Path, default=None, help="where the checkpoints are written (default: the system's)")
     ap.add_argument("--out", type=Path, default=None)
@@ -355,7 +357,7 @@ def main() -> int:
             info = write(directory)
             print(f"[{time.perf_counter() - started:6.0f}s] {name}: {info['bytes'] / GB:.2f} GB written; measuring",
                   file=sys.stderr, flush=True)
-            rows.append(measure(name, directory, info, a.threads, not a.no_naive))
+            rows.append(measure(name, directory, info, a.threads, not a.no_naive, a.backend))
         finally:
             shutil.rmtree(directory, ignore_errors=True)
     print(f"torch threads per child: {a.threads}; widths hidden {a.hidden}, FFN {a.ffn}, heads {a.heads}/{a.kv_heads}, "
@@ -368,7 +370,7 @@ def main() -> int:
         import torch
         torch.set_num_threads(a.threads)
         write_json(a.out, {"benchmark": "streaming_scale", "schema_version": SCHEMA_VERSION,
-                           "tool_version": provenance.__version__, "identity": get_backend("cpu").identity(),
+                           "tool_version": provenance.__version__, "identity": get_backend(a.backend).identity(),
                            "threads": a.threads, "shapes": {k: getattr(a, k) for k in (
                                "hidden", "ffn", "heads", "kv_heads", "vocab", "experts", "expert_ffn")},
                            "checkpoints": rows, "dense_scaling": scaling})
