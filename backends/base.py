@@ -35,6 +35,9 @@ class Backend:
     name = "base"
     device_type = "cpu"
     rank = 0
+    # whether weights cross to the device in their stored dtype and are widened there (half the transfer for
+    # bf16, and no float32 copy in host memory); on the CPU they are widened as they are read
+    widen_on_device = False
 
     def __init__(self, index: int = 0):
         self.index = index
@@ -190,6 +193,8 @@ class Backend:
 class AcceleratorBackend(Backend):
     """What CUDA and NPU share, written once: torch.accelerator (torch >= 2.6) where it serves this
     device type, else torch.<device>, whose API torch_npu mirrors from torch.cuda."""
+
+    widen_on_device = True
 
     def api(self):
         """The module whose device API serves this device type.

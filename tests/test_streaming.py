@@ -186,6 +186,27 @@ def test_embedding_read_in_small_blocks_gives_the_same_fingerprint(models, monke
         assert torch.equal(whole.tensors[key], blocked.tensors[key]), key
 
 
+def test_weights_widened_on_the_device_give_the_same_fingerprint(models):
+    """Accelerators take each weight as stored (bf16 here) and widen it on the device; a host backend that
+    does the same must compute the same fingerprint bit for bit (widening bf16 is exact)."""
+    from provenance.backends import CpuBackend
+
+    class WidenOnDevice(CpuBackend):
+        widen_on_device = True
+
+    for name in ("dense", "stacked"):
+        host = _fingerprint(models[name])
+        with open_model(models[name]) as view:
+            reads = []
+            get = view.source.get
+            view.source.get = lambda n, float32=False: reads.append(float32) or get(n, float32)
+            device = fingerprint_view(view, WidenOnDevice())
+        assert reads and not any(reads)  # every tensor read in its stored dtype
+        assert set(host.tensors) == set(device.tensors)
+        for key in host.tensors:
+            assert torch.equal(host.tensors[key], device.tensors[key]), (name, key)
+
+
 @pytest.mark.parametrize("bad", ["nan-last-row", "constant"])
 def test_embedding_screened_across_blocks(tmp_path, monkeypatch, bad):
     state = sm.dense_state()

@@ -105,10 +105,15 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
     })
 
     def weight(role, layer, expert=None):
-        t = view.get(role, layer, expert, float32=True)  # widened as read: no stored-dtype copy beside it
+        # widened as read on the CPU (no stored-dtype copy beside the float32 one); moved as stored to an
+        # accelerator and widened and screened there
+        on_device = backend.widen_on_device
+        t = view.get(role, layer, expert, float32=not on_device)
         if t is None:
             return None
         tracker.advance(view.stored_bytes(role, layer, expert))
+        if on_device:
+            t = backend.place(t)
         return backend.place(_finite(t, view, role, layer).float(), dtype)
 
     hidden = x.shape[-1]
