@@ -44,10 +44,11 @@ def ov_product(o: torch.Tensor, v: torch.Tensor, heads: int, kv_heads: int,
 
 
 def add_gram(gram: torch.Tensor, rows: torch.Tensor, blocks: int = 4, chunk: int = 1024) -> None:
-    """gram += rows^T rows, `chunk` rows at a time, in the rows' dtype on their device. Only the upper
+    """gram += rows^T rows, `chunk` rows at a time, in the Gram's dtype on its device. Only the upper
     blocks of a blocks x blocks tiling are computed (the Gram is symmetric; `mirror` fills the rest)."""
     edges = torch.linspace(0, gram.shape[0], blocks + 1).round().long().tolist()
     for part in rows.split(chunk):
+        part = part.to(gram.dtype)  # no-op unless the rows are narrower than the sum
         for a in range(blocks):
             left = part[:, edges[a]:edges[a + 1]].T
             for b in range(a, blocks):
