@@ -316,11 +316,22 @@ def report(rows: list[dict]) -> dict:
     if len(dense) >= 2:
         per_gb = [r["ours"]["seconds"] / (r["bytes"] / GB) for r in dense]
         rss = [r["ours"]["peak_rss_mb"] for r in dense]
+        # time = fixed + marginal * bytes, least squares: a per-model fixed cost (hashing the side files, the
+        # basis eigendecomposition) makes small checkpoints dearer per GB without any superlinear growth
+        gb = [r["bytes"] / GB for r in dense]
+        secs = [r["ours"]["seconds"] for r in dense]
+        mean_gb, mean_s = sum(gb) / len(gb), sum(secs) / len(secs)
+        slope = (sum((g - mean_gb) * (t - mean_s) for g, t in zip(gb, secs))
+                 / max(sum((g - mean_gb) ** 2 for g in gb), 1e-12))
+        fixed = mean_s - slope * mean_gb
+        residual = max(abs(fixed + slope * g - t) / t for g, t in zip(gb, secs))
         scaling = {"seconds_per_gb": per_gb, "seconds_per_gb_max_over_min": max(per_gb) / min(per_gb),
+                   "linear_fit": {"fixed_seconds": fixed, "seconds_per_gb": slope, "max_relative_residual": residual},
                    "peak_rss_mb": rss, "peak_rss_max_over_min": max(rss) / min(rss),
                    "bytes_max_over_min": dense[-1]["bytes"] / dense[0]["bytes"]}
         print(f"dense scaling: bytes x{scaling['bytes_max_over_min']:.2f}; ours seconds per GB "
               + ", ".join(f"{v:.1f}" for v in per_gb) + f" (max/min {scaling['seconds_per_gb_max_over_min']:.2f}); "
+              f"fit {fixed:.1f} s + {slope:.1f} s/GB (largest residual {residual:.1%}); "
               f"peak RSS MB " + ", ".join(f"{v:.0f}" for v in rss) + f" (max/min {scaling['peak_rss_max_over_min']:.2f})")
     return scaling
 
