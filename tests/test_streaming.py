@@ -207,6 +207,26 @@ def test_weights_widened_on_the_device_give_the_same_fingerprint(models):
             assert torch.equal(host.tensors[key], device.tensors[key]), (name, key)
 
 
+def test_a_rotated_copy_of_a_wide_model_gets_the_same_body_coordinates(tmp_path):
+    """Above FULL_HIDDEN the body features are projected onto the model's own principal basis; a residual
+    rotation (norms folded) must leave them in place, signs included, and an independent model must not."""
+    from provenance.zoo import transforms as T
+    assert sm.HIDDEN > compute.FULL_HIDDEN
+    state = sm.dense_state(0)
+    state["lm_head.weight"] = state["model.embed_tokens.weight"].clone()
+    cfg = {**sm.DENSE_CONFIG, "num_hidden_layers": sm.LAYERS, "hidden_size": sm.HIDDEN}
+    rotated = T.rotate({k: v.clone() for k, v in state.items()}, cfg, torch.Generator().manual_seed(3))
+    other = sm.dense_state(5)
+    fps = [_fingerprint(sm.write_safetensors(s, tmp_path / name, dtype=torch.float32, config=sm.DENSE_CONFIG))
+           for name, s in (("a", state), ("rotated", rotated), ("other", other))]
+    body = [key for key in fps[0].tensors if ".body." in key or key == "embed.rows"]
+    assert len(body) == 1 + 6 * sm.LAYERS
+    for key in body:
+        a, turned, unrelated = (fp.tensors[key] for fp in fps)
+        assert float((a - turned).norm() / a.norm()) < 1e-4, key       # measured about 5e-6
+        assert float((a - unrelated).norm() / a.norm()) > 0.5, key
+
+
 @pytest.mark.parametrize("bad", ["nan-last-row", "constant"])
 def test_embedding_screened_across_blocks(tmp_path, monkeypatch, bad):
     state = sm.dense_state()
