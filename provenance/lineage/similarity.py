@@ -59,6 +59,16 @@ def attention_matrix(fa, fb, ia, ib) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def _standardized(t: torch.Tensor, sel: torch.Tensor | None) -> torch.Tensor:
+    """kernels.standardize_rows of the profiles' shared-anchor columns in float64, returned in float32: the same
+    operations, done in place on the one float64 copy (the columns are picked in float32 first, and only when some
+    anchors are not shared)."""
+    x = (t if sel is None else t[:, sel]).double()
+    x -= x.mean(dim=1, keepdim=True)
+    x /= x.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    return x.float()
+
+
 class _Profiles:
     """Each layer's gate and up profiles on the shared anchors, standardized once (in float64) and reused.
 
@@ -66,14 +76,14 @@ class _Profiles:
     difference the assignment or the effect margin resolves, at half the cost of float64."""
 
     def __init__(self, fp, idx: list[int]):
-        self.fp, self.sel, self.cache = fp, torch.tensor(idx, dtype=torch.long), {}
+        self.fp, self.cache, self.n = fp, {}, len(idx)
+        self.sel, self.prefix = torch.tensor(idx, dtype=torch.long), list(idx) == list(range(len(idx)))
 
     def __getitem__(self, layer: int):
         if layer not in self.cache:
-            up = self.fp.profiles(layer, "up")
-            gate = self.fp.profiles(layer, "gate")
-            prep = (lambda t: None if t is None else kernels.standardize_rows(t.double()[:, self.sel]).float())
-            self.cache[layer] = (prep(gate), prep(up))
+            prep = (lambda t: None if t is None else
+                    _standardized(t, None if self.prefix and t.shape[1] == self.n else self.sel))
+            self.cache[layer] = (prep(self.fp.profiles(layer, "gate")), prep(self.fp.profiles(layer, "up")))
         return self.cache[layer]
 
 
