@@ -361,7 +361,9 @@ def neuron_matrix(ctx, pairs=None) -> np.ndarray:
             continue
         if (j, i % 2) not in mapped:
             mapped[j, i % 2] = _mapped(b, maps[i % 2])
-        sim = similarity(a, b, None, mapped[j, i % 2])
+        signed, paired = _parts(a, b, None, mapped[j, i % 2])
+        # (signed + |paired|) / parts, as similarity() computes it, in place on the fresh products
+        sim = (signed if paired is None else paired.abs_().add_(signed)).div_(len(a.signed) + len(a.paired))
         best = sim.max(dim=1).values if sim.shape[0] <= sim.shape[1] else sim.max(dim=0).values
         out[i, j] = float(best.mean())
     return out

@@ -28,9 +28,11 @@ def layer_null_test(matrix: np.ndarray, path, searched: bool, floor: float | Non
         statistic (mean observed), null_median, null_scale, z; a note when the test was impossible.
     """
     floor = DECISION["null_scale_floor"] if floor is None else floor
-    on_path = set(path)
-    null = np.array([matrix[i, j] for i in range(matrix.shape[0]) for j in range(matrix.shape[1])
-                     if (i, j) not in on_path and np.isfinite(matrix[i, j])])
+    matrix = np.asarray(matrix, dtype=float)
+    off_path = np.isfinite(matrix)
+    if path:
+        off_path[tuple(np.array(path).T)] = False
+    null = matrix[off_path]  # row by row, as the pairs are listed
     observed = np.array([matrix[i, j] for i, j in path if np.isfinite(matrix[i, j])])
     out = {"observed": observed.tolist(), "null": null.tolist(), "p_value": None, "effect": None, "per_layer_p": []}
     if observed.size == 0:
