@@ -380,12 +380,13 @@ def attention_matrix(ctx, pairs=None) -> np.ndarray:
     ok_b = [j for j in range(lb) if vb.products[j] is not None]
     if not ok_b:
         return out
+    theirs = torch.stack([torch.stack(vb.products[j]) for j in ok_b])  # [layers, 2, dims, dims]
     for parity, s in maps.items():
         rows = [i for i in range(la) if i % 2 == parity and va.products[i] is not None]
         if not rows:
             continue
-        # flatten every mapped product once, then all layer pairs of this parity in one product
-        mapped = torch.stack([torch.cat([(s @ p @ s.T).reshape(-1) for p in vb.products[j]]) for j in ok_b])
+        # map and flatten every product of B at once, then all layer pairs of this parity in one product
+        mapped = (s @ theirs @ s.T).reshape(len(ok_b), -1)
         mine = torch.stack([torch.cat([p.reshape(-1) for p in va.products[i]]) for i in rows])
         half = mine.shape[1] // 2
         cos = sum(kernels.unit_rows(mine[:, h]) @ kernels.unit_rows(mapped[:, h]).T

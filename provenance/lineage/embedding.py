@@ -33,7 +33,9 @@ def shared_rows(fa, fb):
     if not pairs:
         return None
     ia, ib = map(list, zip(*pairs))
-    xa, xb = ea[1].double()[ia], eb[1].double()[ib]
+    def picked(rows, idx):  # the shared tokens' rows in float64 (picked before widening; all of them, in order: kept)
+        return (rows if idx == list(range(rows.shape[0])) else rows[idx]).double()
+    xa, xb = picked(ea[1], ia), picked(eb[1], ib)
     return kernels.unit_rows(xa - xa.mean(0)), kernels.unit_rows(xb - xb.mean(0))
 
 
