@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import norm
+from scipy.special import ndtr  # Gaussian upper tail as ndtr(-z), as scipy.stats.norm.sf computes it
 
 from .. import kernels
 from .panel import EMBEDDING_PANEL, PANEL_SOURCE
@@ -72,5 +72,5 @@ def embedding_signal(ctx) -> dict:
         return out
     stat = cross_validated_procrustes(*rows)
     out.update({"statistic": stat, "observed": [stat], "effect": stat - med, "used": True,
-                "p_value": float(norm.sf((stat - med) / scale)), "shared_tokens": n})
+                "p_value": float(ndtr(-(stat - med) / scale)), "shared_tokens": n})
     return out
