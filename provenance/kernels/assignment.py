@@ -35,7 +35,8 @@ def match(similarity: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     sim = similarity.detach().to("cpu", torch.float64).numpy()
     if 0 < sim.shape[0] <= sim.shape[1]:
         rows, best = np.arange(sim.shape[0]), sim.argmax(axis=1)
-        if np.isfinite(sim[rows, best]).all() and np.unique(best).size == best.size:
-            return rows, best, sim[rows, best]
+        values = sim[rows, best]
+        if np.isfinite(values).all() and np.unique(best).size == best.size:
+            return rows, best, values
     rows, cols = linear_sum_assignment(sim, maximize=True)
     return rows, cols, sim[rows, cols]

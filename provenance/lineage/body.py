@@ -122,17 +122,13 @@ def _parts(a: Neurons, b: Neurons, s: torch.Tensor | None, mapped=None):
     return signed, paired
 
 
-def _combined(signed: torch.Tensor, paired: torch.Tensor | None, parts: int) -> torch.Tensor:
-    """The similarity from its two sums: (signed + |paired|) / parts."""
+def _combined(signed: torch.Tensor, paired: torch.Tensor | None, parts: int, scratch: bool = False) -> torch.Tensor:
+    """Neuron similarity in [-1, 1] from _parts' two sums: cosines of the signed parts plus the absolute summed cosine
+    of the paired parts, averaged over parts: (signed + |paired|) / parts. With `scratch`, the sums are not needed
+    afterwards and are combined in place (the same values, without new tensors)."""
+    if scratch:
+        return (signed if paired is None else paired.abs_().add_(signed)).div_(parts)
     return (signed if paired is None else signed + paired.abs()) / parts
-
-
-def similarity(a: Neurons, b: Neurons, s: torch.Tensor | None, mapped=None) -> torch.Tensor:
-    """Neuron similarity of A's rows to B's rows mapped by S (B coordinates -> A coordinates), in [-1, 1]:
-    cosines of the signed parts plus the absolute summed cosine of the paired parts, averaged over parts.
-    `mapped` (B through _mapped) saves mapping the same B layer again."""
-    signed, paired = _parts(a, b, s, mapped)
-    return _combined(signed, paired, len(a.signed) + len(a.paired))
 
 
 def _block_trace(xs, weighted: torch.Tensor) -> torch.Tensor:
@@ -361,9 +357,7 @@ def neuron_matrix(ctx, pairs=None) -> np.ndarray:
             continue
         if (j, i % 2) not in mapped:
             mapped[j, i % 2] = _mapped(b, maps[i % 2])
-        signed, paired = _parts(a, b, None, mapped[j, i % 2])
-        # (signed + |paired|) / parts, as similarity() computes it, in place on the fresh products
-        sim = (signed if paired is None else paired.abs_().add_(signed)).div_(len(a.signed) + len(a.paired))
+        sim = _combined(*_parts(a, b, None, mapped[j, i % 2]), len(a.signed) + len(a.paired), scratch=True)
         best = sim.max(dim=1).values if sim.shape[0] <= sim.shape[1] else sim.max(dim=0).values
         out[i, j] = float(best.mean())
     return out
