@@ -46,7 +46,8 @@ def digest(document_text: str, tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         t = tensors[name].detach().to("cpu").contiguous()
         h.update(f"\0{name}\0{str(t.dtype)}\0{tuple(t.shape)}\0".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():
+            h.update(t.view(torch.uint8).numpy())  # hashed in place: the bytes are never copied
     return f"{DIGEST_SCHEME}:{h.hexdigest()}"
 
 

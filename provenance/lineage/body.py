@@ -14,6 +14,7 @@ map that saw none of A's layer i, so corresponding and non-corresponding pairs s
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,6 +38,22 @@ def fit_pool(dims: int | None) -> int:
     return max(FIT_POOL, 4 * (dims or 0))
 
 
+class Neurons(NamedTuple):
+    """Unit descriptors of a set of neurons: the signed parts and the paired parts (lists of [neurons, dims]), and
+    each side's parts joined along the columns ([neurons, parts * dims]; None without paired parts)."""
+    signed: list
+    paired: list
+    signed_joined: torch.Tensor
+    paired_joined: torch.Tensor | None
+
+
+def neurons(signed: list, paired: list) -> Neurons:
+    """The descriptor with its joined parts (joined once here, where every product reads them)."""
+    def join(parts):
+        return None if not parts else parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return Neurons(signed, paired, join(signed), join(paired))
+
+
 class BodyView:
     """One fingerprint's body features as unit vectors, per layer: neurons (signed part, paired parts), products."""
 
@@ -52,9 +69,9 @@ class BodyView:
             order = n.get("gate", n["up"]).norm(dim=1).argsort(descending=True)[:NEURON_CAP]
             unit = {p: kernels.unit_rows(t.to(DTYPE)[order]) for p, t in n.items()}
             if "gate" in unit:   # SwiGLU: the gate's sign is fixed, up and down flip sign together
-                self.layers.append(([unit["gate"]], [unit["up"], unit["down"]]))
+                self.layers.append(neurons([unit["gate"]], [unit["up"], unit["down"]]))
             else:                # one nonlinearity on up: no sign freedom
-                self.layers.append(([unit["up"], unit["down"]], []))
+                self.layers.append(neurons([unit["up"], unit["down"]], []))
         self.attn_rows = []  # per layer: None or (unit rows, (heads, kv_heads, per_head))
         for i in range(fp.num_layers):
             r = fp.attention_rows(i)
@@ -65,47 +82,53 @@ class BodyView:
         for i in range(fp.num_layers):
             qk, ov = fp.attention_product(i, "qk"), fp.attention_product(i, "ov")
             self.products.append(None if qk is None or ov is None else (qk.to(DTYPE), ov.to(DTYPE)))
-        dims = {l[0][0].shape[1] for l in self.layers if l is not None}
+        dims = {l.signed[0].shape[1] for l in self.layers if l is not None}
         self.dims = dims.pop() if len(dims) == 1 else None
 
-    def pooled(self, layers) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+    def pooled(self, layers) -> Neurons | None:
         """The strongest neurons of the given layers, stacked (about fit_pool(dims) in all)."""
         present = [l for l in layers if self.layers[l] is not None]
         if not present:
             return None
         per = max(8, fit_pool(self.dims) // len(present))
         first = self.layers[present[0]]
-        return tuple([torch.cat([self.layers[l][side][k][:per] for l in present]) for k in range(len(first[side]))]
-                     for side in (0, 1))
+        return neurons(*([torch.cat([self.layers[l][side][k][:per] for l in present]) for k in range(len(first[side]))]
+                         for side in (0, 1)))
 
     def kind(self) -> tuple[int, int] | None:
         """(signed parts, paired parts) of the descriptor, None when layers disagree or none has neurons."""
-        kinds = {(len(l[0]), len(l[1])) for l in self.layers if l is not None}
+        kinds = {(len(l.signed), len(l.paired)) for l in self.layers if l is not None}
         return kinds.pop() if len(kinds) == 1 else None
 
 
-def _mapped(b, s: torch.Tensor):
+def _map_joined(joined: torch.Tensor | None, s: torch.Tensor) -> torch.Tensor | None:
+    """Joined parts [n, parts * dims], each part's rows mapped by S: one product over every part's rows."""
+    if joined is None:
+        return None
+    return (joined.reshape(-1, s.shape[1]) @ s.T).reshape(joined.shape)
+
+
+def _mapped(b: Neurons, s: torch.Tensor):
     """B's parts mapped by S into A's coordinates, each part's rows concatenated along the columns."""
-    sb, pb = b
-    return torch.cat([y @ s.T for y in sb], dim=1), (torch.cat([y @ s.T for y in pb], dim=1) if pb else None)
+    return _map_joined(b.signed_joined, s), _map_joined(b.paired_joined, s)
 
 
-def _parts(a, b, s: torch.Tensor | None, mapped=None):
+def _parts(a: Neurons, b: Neurons, s: torch.Tensor | None, mapped=None):
     """(sum of signed-part cosines, sum of paired-part cosines or None) of A's rows against B's rows mapped by S
     (or against `mapped`, B already mapped by _mapped)."""
-    sa, pa = a
     mb_signed, mb_paired = mapped if mapped is not None else _mapped(b, s)
-    signed = torch.cat(sa, dim=1) @ mb_signed.T
-    paired = torch.cat(pa, dim=1) @ mb_paired.T if pa else None
+    signed = a.signed_joined @ mb_signed.T
+    paired = a.paired_joined @ mb_paired.T if a.paired else None
     return signed, paired
 
 
-def similarity(a, b, s: torch.Tensor | None, mapped=None) -> torch.Tensor:
-    """Neuron similarity of A's rows to B's rows mapped by S (B coordinates -> A coordinates), in [-1, 1]:
-    cosines of the signed parts plus the absolute summed cosine of the paired parts, averaged over parts.
-    `mapped` (B through _mapped) saves mapping the same B layer again."""
-    signed, paired = _parts(a, b, s, mapped)
-    return (signed if paired is None else signed + paired.abs()) / (len(a[0]) + len(a[1]))
+def _combined(signed: torch.Tensor, paired: torch.Tensor | None, parts: int, scratch: bool = False) -> torch.Tensor:
+    """Neuron similarity in [-1, 1] from _parts' two sums: cosines of the signed parts plus the absolute summed cosine
+    of the paired parts, averaged over parts: (signed + |paired|) / parts. With `scratch`, the sums are not needed
+    afterwards and are combined in place (the same values, without new tensors)."""
+    if scratch:
+        return (signed if paired is None else paired.abs_().add_(signed)).div_(parts)
+    return (signed if paired is None else signed + paired.abs()) / parts
 
 
 def _block_trace(xs, weighted: torch.Tensor) -> torch.Tensor:
@@ -118,30 +141,37 @@ def _soft_map(a, b, sim: torch.Tensor, paired: torch.Tensor | None) -> torch.Ten
     """Orthogonal map from a soft mutual matching of the similarities under the current map (weights smooth in the
     similarities, so a small change of the weights, such as a lower-precision copy, moves the map a little rather
     than flipping discrete pairings)."""
-    w = torch.softmax(sim / SOFTNESS, dim=1) * torch.softmax(sim / SOFTNESS, dim=0)
+    scaled = sim / SOFTNESS
+    w = torch.softmax(scaled, dim=1) * torch.softmax(scaled, dim=0)
     w = torch.where(w > 1e-12, w, 0.0)  # denormal weights contribute nothing and make the products crawl
-    (sa, pa), (sb, pb) = a, b
-    m = _block_trace(sa, w @ torch.cat(sb, dim=1))
-    if pa:
-        m = m + _block_trace(pa, (w * torch.sign(paired)) @ torch.cat(pb, dim=1))
+    m = _block_trace(a.signed, w @ b.signed_joined)
+    if a.paired:
+        m = m + _block_trace(a.paired, (w * torch.sign(paired)) @ b.paired_joined)
     return kernels.polar(m)
 
 
-def _spectral(pool) -> torch.Tensor:
-    signed, paired = pool
+def _spectral(pool: Neurons) -> torch.Tensor:
+    signed, paired = pool.signed, pool.paired
     stacked = torch.cat(list(signed) + list(paired))
     gram = stacked.T @ stacked
     return kernels.principal_basis(gram, gram.shape[0], signed[0])
 
 
-def _refine(a_pool, b_pool, s, steps: int) -> tuple[torch.Tensor, float, torch.Tensor]:
-    """Up to `steps` rounds of soft matching and Procrustes from s: (best map seen, its objective, last map).
-    The objective is the mean best-match similarity of A's rows; a map is only computed when it will be scored."""
+def _score(a_pool: Neurons, b_pool: Neurons, s: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor | None]:
+    """(objective, similarity, paired sums) of map s: the objective is the mean best-match similarity of A's rows."""
+    signed, paired = _parts(a_pool, b_pool, s)
+    sim = _combined(signed, paired, len(a_pool.signed) + len(a_pool.paired))
+    return float(sim.max(dim=1).values.mean()), sim, paired
+
+
+def _refine(a_pool, b_pool, s, steps: int, scored=None) -> tuple[torch.Tensor, float, torch.Tensor, tuple]:
+    """Up to `steps` rounds of soft matching and Procrustes from s: (best map seen, its objective, last map, the
+    last map's _score). `scored`, s's _score when known, is used rather than recomputed; a map is only computed
+    when it will be scored."""
     best, best_obj = s, -np.inf
     for step in range(steps + 1):
-        signed, paired = _parts(a_pool, b_pool, s)
-        sim = (signed if paired is None else signed + paired.abs()) / (len(a_pool[0]) + len(a_pool[1]))
-        obj = float(sim.max(dim=1).values.mean())
+        scored = scored if step == 0 and scored is not None else _score(a_pool, b_pool, s)
+        obj, sim, paired = scored
         improved = obj > best_obj + 1e-4
         if obj > best_obj:
             best, best_obj = s, obj
@@ -151,7 +181,7 @@ def _refine(a_pool, b_pool, s, steps: int) -> tuple[torch.Tensor, float, torch.T
         if torch.allclose(s_new, s, atol=1e-4):
             break
         s = s_new
-    return best, best_obj, s
+    return best, best_obj, s, scored
 
 
 def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
@@ -161,21 +191,21 @@ def fit_map(a_pool, b_pool, starts) -> tuple[torch.Tensor, float]:
     Every start is scored (after SCOUT_ITERATIONS rounds); the FINALISTS best are refined to convergence (a right
     start can trail a wrong one before refinement when the models were trained apart), and a start that fits well
     ends the search (starts may be callables, computed only when reached)."""
-    scouted, tried = [], []  # (objective, best map, last map); the starts scouted so far
+    scouted, tried = [], []  # (objective, best map, last map, its score); the starts scouted so far
     for start in starts:
         s = start() if callable(start) else start
         if s is None or any(torch.allclose(s, t, atol=1e-4) for t in tried):  # a start equal to one tried adds nothing
             continue
         tried.append(s)
-        found, obj, last = _refine(a_pool, b_pool, s, SCOUT_ITERATIONS)
-        scouted.append((obj, found, last))
+        found, obj, last, scored = _refine(a_pool, b_pool, s, SCOUT_ITERATIONS)
+        scouted.append((obj, found, last, scored))
         if obj >= GOOD_ENOUGH:
             break
     best, best_obj = None, -np.inf
-    for obj, found, last in sorted(scouted, key=lambda t: -t[0])[:FINALISTS]:
+    for obj, found, last, scored in sorted(scouted, key=lambda t: -t[0])[:FINALISTS]:
         if obj > best_obj:
             best, best_obj = found, obj
-        refined, refined_obj, _ = _refine(a_pool, b_pool, last, FIT_ITERATIONS)
+        refined, refined_obj, _, _ = _refine(a_pool, b_pool, last, FIT_ITERATIONS, scored)
         if refined_obj > best_obj:
             best, best_obj = refined, refined_obj
     return best, best_obj
@@ -191,19 +221,18 @@ def _embedding_start(ctx, dims) -> torch.Tensor | None:
     return kernels.polar(rows[0].T @ rows[1])
 
 
-def _head_blocks(rows: torch.Tensor, layout) -> list[list[torch.Tensor]]:
-    """[query-head blocks (Q rows with O columns), key/value-head blocks (K rows with V rows)], each block a
-    [rows, dims] tensor."""
+def _head_blocks(rows: torch.Tensor, layout) -> list[torch.Tensor]:
+    """[query-head blocks (Q rows with O columns), key/value-head blocks (K rows with V rows)], each a
+    [heads, rows, dims] stack of one block per head."""
     heads, kv, m = layout
-    cut = list(torch.split(rows, m))
-    q, k, v, o = cut[:heads], cut[heads:heads + kv], cut[heads + kv:heads + 2 * kv], cut[heads + 2 * kv:]
-    return [[torch.cat([a, b]) for a, b in zip(q, o)], [torch.cat([a, b]) for a, b in zip(k, v)]]
+    blocks = rows[:(2 * heads + 2 * kv) * m].reshape(-1, m, rows.shape[1])  # per head, stored as Q, K, V, O
+    q, k, v, o = blocks[:heads], blocks[heads:heads + kv], blocks[heads + kv:heads + 2 * kv], blocks[heads + 2 * kv:]
+    return [torch.cat([q, o], dim=1), torch.cat([k, v], dim=1)]
 
 
-def _match_heads(blocks_a, blocks_b) -> list[int]:
+def _match_heads(blocks_a: torch.Tensor, blocks_b: torch.Tensor) -> list[int]:
     """B's head for each of A's heads, by linear assignment on the rotation-invariant Gram of each head's rows."""
-    def desc(blocks):
-        x = torch.stack(blocks)
+    def desc(x):
         g = x @ x.transpose(1, 2)
         return (g / torch.linalg.matrix_norm(g).clamp_min(1e-12)[:, None, None]).flatten(1)
     return [int(c) for c in kernels.match(desc(blocks_a) @ desc(blocks_b).T)[1]]
@@ -223,7 +252,8 @@ def _attention_row_start(va, vb, layers_a, layers_b, match_heads: bool) -> torch
             continue
         for blocks_a, blocks_b in zip(_head_blocks(*a), _head_blocks(*b)):
             order = _match_heads(blocks_a, blocks_b)
-            m = m + torch.cat(blocks_a).T @ torch.cat([blocks_b[g] for g in order])
+            dims = blocks_a.shape[-1]
+            m = m + blocks_a.reshape(-1, dims).T @ blocks_b[order].reshape(-1, dims)
     return None if isinstance(m, int) else kernels.polar(m)
 
 
@@ -327,7 +357,7 @@ def neuron_matrix(ctx, pairs=None) -> np.ndarray:
             continue
         if (j, i % 2) not in mapped:
             mapped[j, i % 2] = _mapped(b, maps[i % 2])
-        sim = similarity(a, b, None, mapped[j, i % 2])
+        sim = _combined(*_parts(a, b, None, mapped[j, i % 2]), len(a.signed) + len(a.paired), scratch=True)
         best = sim.max(dim=1).values if sim.shape[0] <= sim.shape[1] else sim.max(dim=0).values
         out[i, j] = float(best.mean())
     return out
@@ -344,12 +374,13 @@ def attention_matrix(ctx, pairs=None) -> np.ndarray:
     ok_b = [j for j in range(lb) if vb.products[j] is not None]
     if not ok_b:
         return out
+    theirs = torch.stack([torch.stack(vb.products[j]) for j in ok_b])  # [layers, 2, dims, dims]
     for parity, s in maps.items():
         rows = [i for i in range(la) if i % 2 == parity and va.products[i] is not None]
         if not rows:
             continue
-        # flatten every mapped product once, then all layer pairs of this parity in one product
-        mapped = torch.stack([torch.cat([(s @ p @ s.T).reshape(-1) for p in vb.products[j]]) for j in ok_b])
+        # map and flatten every product of B at once, then all layer pairs of this parity in one product
+        mapped = (s @ theirs @ s.T).reshape(len(ok_b), -1)
         mine = torch.stack([torch.cat([p.reshape(-1) for p in va.products[i]]) for i in rows])
         half = mine.shape[1] // 2
         cos = sum(kernels.unit_rows(mine[:, h]) @ kernels.unit_rows(mapped[:, h]).T

@@ -34,8 +34,8 @@ def _vocabulary(ctx):
     """Within the hash range both fingerprints cover, one model's embedding tokens strictly contain the other's:
     the model with the extended vocabulary is the child."""
     ea, eb = ctx.fa.embedding_tokens(), ctx.fb.embedding_tokens()
-    if ea is None or eb is None or ea[1] != "token strings" or eb[1] != "token strings":
-        return None
+    if ea is None or eb is None or ea[1] != "token strings" or eb[1] != "token strings" or ea[0] == eb[0]:
+        return None  # (the same token list: neither extends the other)
     limit = min(token_rank(ea[0][-1]), token_rank(eb[0][-1]))
     ta = {t for t in ea[0] if token_rank(t) <= limit}
     tb = {t for t in eb[0] if token_rank(t) <= limit}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import norm
+from scipy.special import ndtr  # Gaussian upper tail as ndtr(-z), as scipy.stats.norm.sf computes it
 
 from .. import kernels
 from .panel import EMBEDDING_PANEL, PANEL_SOURCE
@@ -33,7 +33,9 @@ def shared_rows(fa, fb):
     if not pairs:
         return None
     ia, ib = map(list, zip(*pairs))
-    xa, xb = ea[1].double()[ia], eb[1].double()[ib]
+    def picked(rows, idx):  # the shared tokens' rows in float64 (picked before widening; all of them, in order: kept)
+        return (rows if idx == list(range(rows.shape[0])) else rows[idx]).double()
+    xa, xb = picked(ea[1], ia), picked(eb[1], ib)
     return kernels.unit_rows(xa - xa.mean(0)), kernels.unit_rows(xb - xb.mean(0))
 
 
@@ -70,5 +72,5 @@ def embedding_signal(ctx) -> dict:
         return out
     stat = cross_validated_procrustes(*rows)
     out.update({"statistic": stat, "observed": [stat], "effect": stat - med, "used": True,
-                "p_value": float(norm.sf((stat - med) / scale)), "shared_tokens": n})
+                "p_value": float(ndtr(-(stat - med) / scale)), "shared_tokens": n})
     return out

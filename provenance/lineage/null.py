@@ -9,7 +9,8 @@ p-value, which is valid under any dependence between layers and needs most align
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
+# the Gaussian upper tail as ndtr(-z): what scipy.stats.norm.sf computes, without importing scipy.stats (0.25 s)
+from scipy.special import ndtr
 
 from .alignment import robust_location_scale
 from .rule import DECISION
@@ -28,9 +29,11 @@ def layer_null_test(matrix: np.ndarray, path, searched: bool, floor: float | Non
         statistic (mean observed), null_median, null_scale, z; a note when the test was impossible.
     """
     floor = DECISION["null_scale_floor"] if floor is None else floor
-    on_path = set(path)
-    null = np.array([matrix[i, j] for i in range(matrix.shape[0]) for j in range(matrix.shape[1])
-                     if (i, j) not in on_path and np.isfinite(matrix[i, j])])
+    matrix = np.asarray(matrix, dtype=float)
+    off_path = np.isfinite(matrix)
+    if path:
+        off_path[tuple(np.array(path).T)] = False
+    null = matrix[off_path]  # row by row, as the pairs are listed
     observed = np.array([matrix[i, j] for i, j in path if np.isfinite(matrix[i, j])])
     out = {"observed": observed.tolist(), "null": null.tolist(), "p_value": None, "effect": None, "per_layer_p": []}
     if observed.size == 0:
@@ -42,7 +45,7 @@ def layer_null_test(matrix: np.ndarray, path, searched: bool, floor: float | Non
         return out
     med, scale = robust_location_scale(null, floor)
     z = (observed - med) / scale
-    per_layer = norm.sf(z) * (matrix.shape[1] if searched else 1)
+    per_layer = ndtr(-z) * (matrix.shape[1] if searched else 1)
     per_layer = np.minimum(per_layer, 1.0)
     out.update({"null_median": med, "null_scale": scale, "z": z.tolist(), "per_layer_p": per_layer.tolist(),
                 "p_value": median_combine(per_layer), "effect": float(np.median(observed) - med)})

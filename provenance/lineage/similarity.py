@@ -24,15 +24,17 @@ def shared_anchors(fa, fb) -> tuple[list[int], list[int], str]:
     return ia, ib, note
 
 
-def _gram_stack(fp, short: str, idx: list[int]) -> tuple[torch.Tensor, np.ndarray]:
+def _gram_stack(fp, short: str, idx: list[int], stack: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Every layer's Gram of one projection on the shared anchors, stacked [layers, n, n] in float64 (zeros where a
-    layer has none), and which layers have one."""
+    layer has none), and which layers have one. `stack`: a [layers, n, n] float64 buffer to fill (a fresh one
+    costs a page fault per 4 KB, which is most of the conversion's time on a 48-layer model)."""
     grams = [fp.gram(i, short) for i in range(fp.num_layers)]
     valid = np.array([g is not None for g in grams])
     n = len(idx)
     sel = None if all(g is None or g.shape[0] == n for g in grams) and list(idx) == list(range(n)) else \
         torch.tensor(idx, dtype=torch.long)  # index only when some anchors are not shared
-    stack = torch.empty(len(grams), n, n, dtype=torch.float64)
+    if stack is None:
+        stack = torch.empty(len(grams), n, n, dtype=torch.float64)
     for i, g in enumerate(grams):
         if g is None:
             stack[i].zero_()
@@ -48,15 +50,26 @@ def attention_matrix(fa, fb, ia, ib) -> np.ndarray:
     if n < 8:
         return np.full((la, lb), np.nan)
     total, count = np.zeros((la, lb)), np.zeros((la, lb))
+    ka, kb = (torch.empty(layers, n, n, dtype=torch.float64) for layers in (la, lb))  # refilled per projection
     for short in ("q", "k", "v"):
-        ka, valid_a = _gram_stack(fa, short, ia)
-        kb, valid_b = _gram_stack(fb, short, ib)
+        ka, valid_a = _gram_stack(fa, short, ia, ka)
+        kb, valid_b = _gram_stack(fb, short, ib, kb)
         cka = kernels.cka_matrix(ka, kb).numpy()
         mask = np.outer(valid_a, valid_b)
         total += np.where(mask, cka, 0.0)
         count += mask
     with np.errstate(invalid="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _standardized(t: torch.Tensor, sel: torch.Tensor | None) -> torch.Tensor:
+    """kernels.standardize_rows of the profiles' shared-anchor columns in float64, returned in float32: the same
+    operations, done in place on the one float64 copy (the columns are picked in float32 first, and only when some
+    anchors are not shared)."""
+    x = (t if sel is None else t[:, sel]).double()
+    x -= x.mean(dim=1, keepdim=True)
+    x /= x.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    return x.float()
 
 
 class _Profiles:
@@ -66,14 +79,14 @@ class _Profiles:
     difference the assignment or the effect margin resolves, at half the cost of float64."""
 
     def __init__(self, fp, idx: list[int]):
-        self.fp, self.sel, self.cache = fp, torch.tensor(idx, dtype=torch.long), {}
+        self.fp, self.cache, self.n = fp, {}, len(idx)
+        self.sel, self.prefix = torch.tensor(idx, dtype=torch.long), list(idx) == list(range(len(idx)))
 
     def __getitem__(self, layer: int):
         if layer not in self.cache:
-            up = self.fp.profiles(layer, "up")
-            gate = self.fp.profiles(layer, "gate")
-            prep = (lambda t: None if t is None else kernels.standardize_rows(t.double()[:, self.sel]).float())
-            self.cache[layer] = (prep(gate), prep(up))
+            prep = (lambda t: None if t is None else
+                    _standardized(t, None if self.prefix and t.shape[1] == self.n else self.sel))
+            self.cache[layer] = (prep(self.fp.profiles(layer, "gate")), prep(self.fp.profiles(layer, "up")))
         return self.cache[layer]
 
 

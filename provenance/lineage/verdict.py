@@ -5,6 +5,8 @@ the layer map alignment.py, the decision rule rule.py.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..schemas import SCHEMA_VERSIONS, tool_record
@@ -143,4 +145,4 @@ def _side(fp) -> dict:
 def _jsonable(matrix):
     if matrix is None:
         return None
-    return [[None if not np.isfinite(v) else round(float(v), 6) for v in row] for row in matrix]
+    return [[round(v, 6) if math.isfinite(v) else None for v in row] for row in np.asarray(matrix, dtype=float).tolist()]
