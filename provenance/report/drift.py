@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter
 
 from .render import Figure, Section, Table, figure_png, new_figure, write_report
 
@@ -215,6 +213,8 @@ def merged_rows(result) -> list[dict]:
 
 
 def _ratio_figure(result, rows, short) -> Figure:
+    from matplotlib.lines import Line2D  # matplotlib is imported only when a report is drawn
+    from matplotlib.ticker import NullFormatter
     kernels = list(dict.fromkeys(r["kernel"] for r in rows))
     series = list(dict.fromkeys((r["report"], r["dtype"], r["mode"], r["det"]) for r in rows))
     values = [r["ratio"] for r in rows if r["ratio"]]

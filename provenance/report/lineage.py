@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 
 from ..fingerprint.record import SIGMA_ROLES
 from .render import Figure, Section, Table, figure_png, format_p, new_figure, write_report
@@ -63,6 +62,7 @@ def _heatmap(ax, fig, arr, layer_map, name):
 
 
 def _null_hist(ax, signal):
+    from matplotlib.ticker import MaxNLocator  # matplotlib is imported only when a report is drawn
     null, observed = np.asarray(signal["null_values"], float), np.asarray(signal["observed"], float)
     name = signal["name"]
     ax.hist(null, bins=min(30, max(5, len(null) // 2)), color="0.65",
