@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -18,25 +17,9 @@ from provenance.errors import MalformedInput
 from provenance.fingerprint import Fingerprint, load_fingerprint
 from provenance.fingerprint.integrity import digest
 from provenance.lineage import body, compare_fingerprints, null, similarity
+from tests.nested import assert_same
 
 FIXTURE = Path(__file__).parent / "data" / "compare_synthetic_v1.json"
-# synthetic inputs are the same numbers on every machine; products on another CPU differ in their last bits
-REL_TOL, ABS_TOL = 1e-4, 1e-6
-
-
-def _same(fresh, before, where):
-    if isinstance(before, dict):
-        assert isinstance(fresh, dict) and set(fresh) == set(before), f"{where}: keys differ"
-        for k in before:
-            _same(fresh[k], before[k], f"{where}.{k}")
-    elif isinstance(before, list):
-        assert isinstance(fresh, list) and len(fresh) == len(before), f"{where}: lengths differ"
-        for i, (x, y) in enumerate(zip(fresh, before)):
-            _same(x, y, f"{where}[{i}]")
-    elif isinstance(before, float) or (isinstance(before, int) and isinstance(fresh, float)):
-        assert math.isclose(fresh, before, rel_tol=REL_TOL, abs_tol=ABS_TOL), f"{where}: {fresh} != {before}"
-    else:
-        assert fresh == before, f"{where}: {fresh!r} != {before!r}"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +44,7 @@ def test_engine_reproduces_captured_comparisons_with_every_signal(synthetic_pair
         fresh = compare_fingerprints(a, b)
         assert {s["name"] for s in fresh["signals"]} >= {"body_neurons", "body_attention", "embedding", "neuron_match"}
         fresh = json.loads(json.dumps({k: v for k, v in fresh.items() if k not in ("tool", "schema_version", "matrices")}))
-        _same(fresh, captured[name], name)
+        assert_same(fresh, captured[name], name)
     assert [captured[k]["verdict"] for k in sorted(captured)] == ["derived", "derived", "independent"]
 
 

@@ -4,7 +4,6 @@ a registered signal flows into the verdict and the JSON, and the fingerprint rec
 what it cannot read."""
 import itertools
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,13 @@ from provenance.fingerprint.record import tensor_key
 from provenance.lineage import Signal, compare_fingerprints, register, unregister
 from provenance.report.lineage import write_comparison_report
 from provenance.zoo import DEMO_MODELS
+from tests.nested import assert_same
 
 FIXTURE = Path(__file__).parent / "data" / "compare_demo_v1.json"
 # The five demo checkpoints the fixture was captured from. Training is not bit-identical across CPU instruction
 # sets (AVX2 and AVX-512 give different weights), so the inputs ship as files rather than being rebuilt here.
 DEMO_FILES = Path(__file__).parent / "data" / "demo_models"
 # Fingerprints computed on another CPU differ in their last bits; the statistics must agree far inside any margin.
-REL_TOL, ABS_TOL = 1e-4, 1e-6
 V1_SIGNALS = ("sigma_curves", "attention_cka", "neuron_match", "depth_alignment", "norm_vectors")
 ADDED_FIELDS = {"direction", "tool"}           # top-level fields added since the capture
 VERSIONED = {"schema_version"}          # the compare schema's major version moved with the fingerprint's
@@ -34,23 +33,6 @@ ADDED_SIGNAL_FIELDS = {"curves"}        # signal fields added since the capture
 def demo_fps():
     cpu = get_backend("cpu")
     return {n: fingerprint_model(DEMO_FILES / n, cpu, label=n) for n in DEMO_MODELS}
-
-
-def assert_same(fresh, before, where="result"):
-    """Equal structure and strings; numbers equal within the tolerances above."""
-    if isinstance(before, dict):
-        assert isinstance(fresh, dict) and set(fresh) == set(before), f"{where}: keys differ"
-        for k in before:
-            assert_same(fresh[k], before[k], f"{where}.{k}")
-    elif isinstance(before, list):
-        assert isinstance(fresh, list) and len(fresh) == len(before), f"{where}: lengths differ"
-        for i, (x, y) in enumerate(zip(fresh, before)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(before, float) or (isinstance(before, int) and isinstance(fresh, float)):
-        assert isinstance(fresh, (int, float)) and math.isclose(fresh, before, rel_tol=REL_TOL, abs_tol=ABS_TOL), \
-            f"{where}: {fresh} != {before}"
-    else:
-        assert fresh == before, f"{where}: {fresh!r} != {before!r}"
 
 
 def _strip(result: dict) -> dict:
