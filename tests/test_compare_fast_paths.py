@@ -1,6 +1,7 @@
 """The comparison's fast paths compute what the direct formulations compute: the engine against comparisons
-captured before they existed (every signal, body and embedding included), and each shortcut against the
-computation it replaces."""
+captured before they existed (every signal, body and embedding included; recaptured when a statistic changes
+on purpose: the attention products' spectral start moved only the independent pair's body statistics, the
+cross-fitting wording changed every note), and each shortcut against the computation it replaces."""
 from __future__ import annotations
 
 import hashlib

@@ -101,6 +101,16 @@ def test_rotated_pangu_type_derivative_with_permuted_heads_is_found(zoo, cpu, fp
     assert r["direction"]["parent"] == "a"
 
 
+def test_pangu_type_derivative_with_every_head_turned_inside_is_found(zoo, cpu, fps):
+    """Head-internal rotations hide the map between the residual streams from every start but the attention
+    products; on a 4-layer model each layer's map is fitted on the other three, from the products' spectral
+    alignment as well as the identity."""
+    r = compare_fingerprints(fps["base-s0"], fingerprint_model(zoo("base-s0-pangu_rotate_heads"), cpu))
+    assert r["verdict"] == "derived", r["reason"]
+    body = {s["name"]: s for s in r["signals"] if s["name"] in ("body_neurons", "body_attention")}
+    assert all(s["p_value"] <= 1e-4 and s["effect"] >= s["min_effect"] for s in body.values()), body
+
+
 @pytest.mark.parametrize("a,b", [("base-s0", "base-s1"), ("base-s0", "base-s1-scratch_vocab"),
                                  ("base-s0", "base-s0-scratch_moe"), ("base-s1", "base-s0-pangu")])
 def test_independent_models_are_not_called_derived_by_any_signal(fps, a, b):

@@ -7,8 +7,8 @@ model's eigenbasis of its pooled neuron Gram with signs fixed by third moments; 
 embedding rows of shared tokens), keeping the best objective.
 
 A fitted map overfits the neurons it was fitted on, so the map is cross-fitted: the map that scores
-the rows of layer i of A was fitted on A's layers of the other parity (pooled, against all of B's
-layers, so no layer map is needed). Under independence every layer pair of A's row i is scored by a
+the rows of layer i of A was fitted on A's layers of the other folds (the other parity in deep models,
+every other layer in shallow ones; pooled, against all of B's layers, so no layer map is needed). Under independence every layer pair of A's row i is scored by a
 map that saw none of A's layer i, so corresponding and non-corresponding pairs stay exchangeable.
 """
 from __future__ import annotations
@@ -31,6 +31,14 @@ SOFTNESS = 0.02       # temperature of the soft matching in the map fit
 PRODUCT_ITERATIONS = 30  # two-sided Procrustes refinements of the attention-product start
 PRODUCT_LAYERS = 8       # layer pairs (evenly spaced) the attention-product start is fitted on
 NEURON_CAP = 256       # neurons per layer scored
+LEAVE_ONE_OUT_BELOW = 9  # models shallower than this fit one map per layer, on all their other layers
+
+
+def folds(layers: int) -> int:
+    """How many cross-fitting folds A's layers are split into (layer i is in fold i % folds): two for deep
+    models, whose halves hold plenty of layers to fit a map on; one per layer for shallow ones, whose halves
+    would hold too few (each map then sees every layer but the one it scores)."""
+    return layers if layers < LEAVE_ONE_OUT_BELOW else 2
 
 
 def fit_pool(dims: int | None) -> int:
@@ -266,8 +274,9 @@ def _product_start(va, vb, layers_a, layers_b) -> torch.Tensor | None:
     """The residual map from the attention products alone (invariant to anything done inside a head: head
     permutation, per-head rotations of Q/K or V/O, rescaling). A residual rotation S turns B's products into
     S M Sᵀ; S is fitted by two-sided orthogonal Procrustes over corresponding layers (each product scaled to unit
-    norm), iterating S <- polar(Σ M_A S M_Bᵀ + M_Aᵀ S M_B) from the identity while the fit improves. Its sign
-    is not determined by products (S and -S give the same ones). At most PRODUCT_LAYERS layer pairs are used."""
+    norm), iterating S <- polar(Σ M_A S M_Bᵀ + M_Aᵀ S M_B) while the fit improves, from the identity and from
+    the products' spectral alignment (`_product_spectral`); the better fit is kept. Its sign is not determined
+    by products (S and -S give the same ones). At most PRODUCT_LAYERS layer pairs are used."""
     pairs = [(i, j) for i, j in zip(layers_a, layers_b) if i < len(va.products) and j < len(vb.products)
              and va.products[i] is not None and vb.products[j] is not None]
     if not pairs:
@@ -278,15 +287,42 @@ def _product_start(va, vb, layers_a, layers_b) -> torch.Tensor | None:
 
     def fit(s):
         return float((ma * (s @ mb @ s.T)).sum())
-    s = torch.eye(ma.shape[-1], dtype=ma.dtype)
-    best = fit(s)
-    for _ in range(PRODUCT_ITERATIONS):
-        s_new = kernels.polar((ma @ s @ mb.transpose(1, 2) + ma.transpose(1, 2) @ s @ mb).sum(dim=0))
-        value = fit(s_new)
-        if value <= best + 1e-6 * abs(best):
+
+    def climb(s):
+        best = fit(s)
+        for _ in range(PRODUCT_ITERATIONS):
+            s_new = kernels.polar((ma @ s @ mb.transpose(1, 2) + ma.transpose(1, 2) @ s @ mb).sum(dim=0))
+            value = fit(s_new)
+            if value <= best + 1e-6 * abs(best):
+                break
+            s, best = s_new, value
+        return best, s
+    fits = [climb(torch.eye(ma.shape[-1], dtype=ma.dtype)), climb(_product_spectral(ma, mb))]
+    return max(fits, key=lambda t: t[0])[1]
+
+
+def _product_spectral(ma: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
+    """A start for S from the products' spectra: B's products are S M Sᵀ, so the eigenvectors of Σ (M Mᵀ + Mᵀ M)
+    turn by S too, up to each one's sign. The signs d maximize the two-sided fit, a quadratic form dᵀ C d over
+    d in {±1}ⁿ with C_ij = Σ Ã_ij B̃_ij (products in their eigenbases); they are taken from C's top eigenvector,
+    then improved one flip at a time."""
+    def eigenbasis(m):
+        g = (m @ m.transpose(1, 2) + m.transpose(1, 2) @ m).sum(dim=0).double()
+        vals, vecs = torch.linalg.eigh(g)
+        return vecs[:, vals.argsort(descending=True)]
+    ua, ub = eigenbasis(ma), eigenbasis(mb)
+    ta, tb = ua.T @ ma.double() @ ua, ub.T @ mb.double() @ ub
+    c = (ta * tb).sum(dim=0)
+    c = (c + c.T) / 2
+    d = torch.linalg.eigh(c).eigenvectors[:, -1].sign()
+    d[d == 0] = 1
+    for _ in range(4 * len(d)):  # a flip of d_i changes dᵀCd by -4 d_i (Σ_j≠i C_ij d_j)
+        gain = -4 * d * (c @ d - c.diagonal() * d)
+        i = int(gain.argmax())
+        if gain[i] <= 0:
             break
-        s, best = s_new, value
-    return s
+        d[i] = -d[i]
+    return ((ua * d) @ ub.T).to(ma.dtype)
 
 
 def _signed(a_pool, b_pool, s: torch.Tensor | None) -> torch.Tensor | None:
@@ -301,7 +337,8 @@ def _signed(a_pool, b_pool, s: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def cross_fitted_maps(ctx) -> dict | None:
-    """{parity of A's layer: S} where S was fitted on A's layers of the other parity; None if no body features."""
+    """{fold of A's layer: S} where S was fitted on A's layers of the other folds (see `folds`); None if no body
+    features."""
     if "body_maps" in ctx.cache:
         return ctx.cache["body_maps"]
     va, vb = BodyView(ctx.fa), BodyView(ctx.fb)
@@ -324,8 +361,9 @@ def cross_fitted_maps(ctx) -> dict | None:
         starts = [torch.eye(va.dims, dtype=DTYPE), embedding_start, spectral_start]  # shared by both parities
         maps = {}
         la = ctx.fa.num_layers
-        for parity in (0, 1):
-            fit_layers = [i for i in range(la) if i % 2 != parity] or list(range(la))
+        k = folds(la)
+        for fold in range(k):
+            fit_layers = [i for i in range(la) if i % k != fold] or list(range(la))
             a_pool = va.pooled(fit_layers)
             if a_pool is None or b_pool is None:
                 maps = None
@@ -336,7 +374,7 @@ def cross_fitted_maps(ctx) -> dict | None:
             row_starts = [lambda match=match, fit=fit_layers, mapped=matched: _attention_row_start(va, vb, fit, mapped, match)
                           for match in (False, True)]
             product = lambda fit=fit_layers, mapped=matched, pool=a_pool: _signed(pool, b_pool, _product_start(va, vb, fit, mapped))
-            maps[parity], _ = fit_map(a_pool, b_pool, starts + row_starts + [product])
+            maps[fold], _ = fit_map(a_pool, b_pool, starts + row_starts + [product])
     ctx.cache["body_maps"] = maps
     return maps
 
@@ -350,14 +388,15 @@ def neuron_matrix(ctx, pairs=None) -> np.ndarray:
         return out
     va, vb = ctx.cache["body_views"]
     todo = pairs if pairs is not None else [(i, j) for i in range(la) for j in range(lb)]
-    mapped = {}  # (B's layer, parity) -> B's neurons under that parity's map, mapped once
+    k = folds(la)
+    mapped = {}  # (B's layer, fold) -> B's neurons under that fold's map, mapped once
     for i, j in todo:
         a, b = va.layers[i], vb.layers[j]
         if a is None or b is None:
             continue
-        if (j, i % 2) not in mapped:
-            mapped[j, i % 2] = _mapped(b, maps[i % 2])
-        sim = _combined(*_parts(a, b, None, mapped[j, i % 2]), len(a.signed) + len(a.paired), scratch=True)
+        if (j, i % k) not in mapped:
+            mapped[j, i % k] = _mapped(b, maps[i % k])
+        sim = _combined(*_parts(a, b, None, mapped[j, i % k]), len(a.signed) + len(a.paired), scratch=True)
         best = sim.max(dim=1).values if sim.shape[0] <= sim.shape[1] else sim.max(dim=0).values
         out[i, j] = float(best.mean())
     return out
@@ -375,11 +414,12 @@ def attention_matrix(ctx, pairs=None) -> np.ndarray:
     if not ok_b:
         return out
     theirs = torch.stack([torch.stack(vb.products[j]) for j in ok_b])  # [layers, 2, dims, dims]
-    for parity, s in maps.items():
-        rows = [i for i in range(la) if i % 2 == parity and va.products[i] is not None]
+    k = folds(la)
+    for fold, s in maps.items():
+        rows = [i for i in range(la) if i % k == fold and va.products[i] is not None]
         if not rows:
             continue
-        # map and flatten every product of B at once, then all layer pairs of this parity in one product
+        # map and flatten every product of B at once, then all layer pairs of this fold in one product
         mapped = (s @ theirs @ s.T).reshape(len(ok_b), -1)
         mine = torch.stack([torch.cat([p.reshape(-1) for p in va.products[i]]) for i in rows])
         half = mine.shape[1] // 2

@@ -21,8 +21,8 @@ SIGMA_NULL = ("no calibrated null. Reported backgrounds: unrelated pairs 0.30-0.
               "0.91 for unrelated deepseek-llm-7b vs llama2-7b; function-preserving rescaling moves every curve")
 
 
-CROSS_FIT = ("each row of A's layers is scored with a residual map fitted on A's layers of the other parity, so no "
-             "scored pair helped fit its map")
+CROSS_FIT = ("each row of A's layers is scored with a residual map fitted on A's other layers (the other parity in "
+             "models of 9 layers or more), so no scored pair helped fit its map")
 
 
 @dataclass

@@ -147,6 +147,9 @@ TRANSFORMS: dict[str, Transform] = {
                               "frequency plane), norms folded and the residual stream turned (all function-preserving), "
                               "then trained 150 steps",
                               lambda s, c, g, v: (T.rotate(T.rotate_heads(s, c, g), c, g), c, v), steps=150),
+    "pangu_rotate_heads": Transform("the pangu model with every head's internal basis turned (as rotate_heads), its norms "
+                                    "folded and its residual stream turned (function-preserving, no further training)",
+                                    lambda s, c, g, v: (T.rotate(T.rotate_heads(s, c, g), c, g), c, v), source="pangu"),
     "pangu_rotate_depth": Transform("the pangu model with layer 2 removed, its norms folded and its residual stream "
                                     "turned by a random orthogonal matrix, then trained 100 steps",
                                     lambda s, c, g, v: _drop_and_rotate(s, c, g, v), source="pangu", steps=100),
