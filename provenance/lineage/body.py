@@ -285,17 +285,19 @@ def _product_start(va, vb, layers_a, layers_b) -> torch.Tensor | None:
     ma = torch.stack([kernels.unit_rows(m.reshape(1, -1)).reshape(m.shape) for i, _ in pairs for m in va.products[i]])
     mb = torch.stack([kernels.unit_rows(m.reshape(1, -1)).reshape(m.shape) for _, j in pairs for m in vb.products[j]])
 
-    def fit(s):
-        return float((ma * (s @ mb @ s.T)).sum())
+    def ascent(s):  # the fit's gradient direction; <ascent(S), S> / 2 is the fit Σ <M_A, S M_B Sᵀ> itself
+        return (ma @ s @ mb.transpose(1, 2) + ma.transpose(1, 2) @ s @ mb).sum(dim=0)
 
     def climb(s):
-        best = fit(s)
+        g = ascent(s)
+        best = float((g * s).sum()) / 2
         for _ in range(PRODUCT_ITERATIONS):
-            s_new = kernels.polar((ma @ s @ mb.transpose(1, 2) + ma.transpose(1, 2) @ s @ mb).sum(dim=0))
-            value = fit(s_new)
+            s_new = kernels.polar(g)
+            g_new = ascent(s_new)
+            value = float((g_new * s_new).sum()) / 2
             if value <= best + 1e-6 * abs(best):
                 break
-            s, best = s_new, value
+            s, g, best = s_new, g_new, value
         return best, s
     fits = [climb(torch.eye(ma.shape[-1], dtype=ma.dtype)), climb(_product_spectral(ma, mb))]
     return max(fits, key=lambda t: t[0])[1]
