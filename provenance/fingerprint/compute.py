@@ -122,7 +122,9 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
         del embed_rows
         # the basis Gram, summed on the backend in float32 (at least): against a float64 sum, the top-128
         # subspace moves by a principal angle of about 1e-6, and memory holds 100 MB at 5120 wide, not 210
-        gram = backend.place(torch.zeros(hidden, hidden), torch.promote_types(dtype, torch.float32)) if hidden > FULL_HIDDEN else None
+        gram = None
+        if hidden > FULL_HIDDEN:
+            gram = backend.place(torch.zeros(hidden, hidden), torch.promote_types(dtype, torch.float32))
         probes, mlp = [], []
         for i in range(view.num_layers):
             tracker.step(f"layer {i} MLP")
@@ -340,7 +342,8 @@ def _body_basis(gram, probes, parked) -> torch.Tensor:
     hidden = gram.shape[0]
     if not probes:
         return torch.eye(hidden)[:, :BODY_DIMS]
-    basis = _top_eigenvectors(kernels.mirror(gram).double().cpu(), BODY_DIMS)  # float64, signs not yet fixed
+    # float64 on the host: not every accelerator computes in it; signs not yet fixed
+    basis = _top_eigenvectors(kernels.mirror(gram).cpu().double(), BODY_DIMS)
     skew = torch.zeros(basis.shape[1], dtype=torch.float64)
     for handle in probes:
         skew += ((parked.get(handle).double().cpu() @ basis) ** 3).sum(dim=0)
