@@ -79,7 +79,7 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
         src.vocab_tokens = read_vocab_file(vocab_file)
         vocab_source = f"user-supplied {Path(vocab_file).name} (sha256 {sha256_file(Path(vocab_file))})"
     facts = view.facts
-    tracker = Progress(2 * view.num_layers + 1, f"fingerprint {label or src.root.name}", progress,
+    tracker = Progress(2 * view.num_layers + 2, f"fingerprint {label or src.root.name}", progress,
                        total_bytes=_planned_bytes(view) or None)
     tracker.step("embedding")
     embed_shape = view.shape("embed")
@@ -90,6 +90,7 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
     embed_rows = backend.place(_embedding_rows(view, all_rows, tracker), dtype)
     tokens, rows = embed_tokens[:n_anchors], all_rows[:n_anchors]
     x = kernels.rms_rows(embed_rows[:len(rows)])
+    tracker.step("hashing the files")
     model = {"label": label if label is not None else src.root.name, "format": src.format, "family": view.family.name,
              "content_hash": src.content_hash(), "sha256": src.sha256(), "facts": facts}
     if record_path:
