@@ -110,7 +110,8 @@ class _Slabs:
             if s.dtype != torch.float64:  # float64 inputs stay exact (the lineage path's profiles are float64)
                 s = s.float()
             if r0 not in self.magnitudes:
-                self.magnitudes[r0] = float(s.abs().max())
+                lo, hi = torch.aminmax(s)  # max |s| without an |s| copy of the slab
+                self.magnitudes[r0] = max(-float(lo), float(hi))
             if self.keep:
                 self.cache[r0] = s
             yield r0, s
@@ -337,10 +338,18 @@ def part_similarity(a: Parts, b: Parts) -> torch.Tensor:
         [neurons_a, neurons_b] similarities.
     """
     (sa, pa), (sb, pb) = a, b
-    sim = sum(x @ y.T for x, y in zip(sa, sb))
+    sim = _summed_products(sa, sb)  # in place from here: the slabs are large and the work is memory-bound
     if pa:
-        sim = sim + sum(x @ y.T for x, y in zip(pa, pb)).abs()
-    return sim / (len(sa) + len(pa))
+        sim = sim.add_(_summed_products(pa, pb).abs_()) if sim is not None else _summed_products(pa, pb).abs_()
+    return sim.div_(len(sa) + len(pa))
+
+
+def _summed_products(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """Σ x @ yᵀ, accumulated into the first product."""
+    out = None
+    for x, y in zip(xs, ys):
+        out = x @ y.T if out is None else out.addmm_(x, y.T)
+    return out
 
 
 def _rows(parts: Parts, r0: int, r1: int) -> Parts:
