@@ -32,6 +32,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import maximum_bipartite_matching, min_weight_full_bipartite_matching
 
+from .assignment import Parts, part_similarity  # noqa: F401 (part_similarity: the similarity the slabs hold)
+
 EXACT_BELOW = 2048        # rows below which the dense LSAP runs as it is (memory n*m*8 bytes, time fine)
 CANDIDATES = 16           # top-k per row
 COLUMN_CANDIDATES = 4     # top-k per column (0: none); about 1 s at 13824 wide on a CPU thread, a round saved
@@ -318,38 +320,6 @@ def _dedupe(r, c, v, m):
 
 def _merge(edges, extra, m: int):
     return _dedupe(*(np.concatenate([a, b]) for a, b in zip(edges, extra)), m)
-
-
-Parts = tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]
-
-
-def part_similarity(a: Parts, b: Parts) -> torch.Tensor:
-    """Neuron similarity from unit-row descriptor parts, in [-1, 1]: (signed parts, paired parts).
-
-    Signed parts enter by their cosine (a gate row's sign is not free: SiLU is not odd); paired parts enter by
-    the absolute value of their summed cosines (an up row and its down column may flip sign together). The sum
-    is divided by the number of parts. With signed = [gate profile] and paired = [up profile] this is
-    `assignment.neuron_similarity`; with signed = [gate row], paired = [up row, down column] it is the body
-    neuron similarity of the lineage signals.
-
-    Args:
-        a, b: (signed, paired) lists of [neurons, dims] tensors with unit (or standardized) rows, same device.
-    Returns:
-        [neurons_a, neurons_b] similarities.
-    """
-    (sa, pa), (sb, pb) = a, b
-    sim = _summed_products(sa, sb)  # in place from here: the slabs are large and the work is memory-bound
-    if pa:
-        sim = sim.add_(_summed_products(pa, pb).abs_()) if sim is not None else _summed_products(pa, pb).abs_()
-    return sim.div_(len(sa) + len(pa))
-
-
-def _summed_products(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """Σ x @ yᵀ, accumulated into the first product."""
-    out = None
-    for x, y in zip(xs, ys):
-        out = x @ y.T if out is None else out.addmm_(x, y.T)
-    return out
 
 
 def _rows(parts: Parts, r0: int, r1: int) -> Parts:
