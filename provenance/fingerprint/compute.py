@@ -87,9 +87,9 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
         raise Unsupported("model has no token embedding; lineage fingerprints need one", src.root)
     # one hash ranking: the anchors are the first n_anchors of the embedding tokens
     embed_tokens, all_rows, matched_by = choose_anchors(src.vocab_tokens, embed_shape[0], max(n_anchors, N_EMBED_TOKENS))
-    embed_rows = backend.place(_embedding_rows(view, all_rows, tracker), dtype)
+    embed_rows = _embedding_rows(view, all_rows, tracker)  # on the host until the basis is known
     tokens, rows = embed_tokens[:n_anchors], all_rows[:n_anchors]
-    x = kernels.rms_rows(embed_rows[:len(rows)])
+    x = kernels.rms_rows(backend.place(embed_rows[:len(rows)], dtype))
     tracker.step("hashing the files")
     model = {"label": label if label is not None else src.root.name, "format": src.format, "family": view.family.name,
              "content_hash": src.content_hash(), "sha256": src.sha256(), "facts": facts}
@@ -119,7 +119,7 @@ def fingerprint_view(view: ModelView, backend, *, n_anchors: int = N_ANCHORS, ma
 
     hidden = x.shape[-1]
     with _Parked(spill=hidden > FULL_HIDDEN) as parked:
-        embed_handle = parked.put(embed_rows)  # not needed again until the basis is known
+        embed_handle = parked.put(embed_rows)
         del embed_rows
         # the basis Gram, summed on the backend in float32 (at least): against a float64 sum, the top-128
         # subspace moves by a principal angle of about 1e-6, and memory holds 100 MB at 5120 wide, not 210

@@ -32,8 +32,8 @@ TORCH_DTYPES = {
     "U8": torch.uint8, "BOOL": torch.bool,
 }
 INDEX_NAME = "model.safetensors.index.json"
-READ_CHUNK = 64 << 20
-WIDEN_BLOCK = 8 << 20  # stored bytes read and widened at a time when float32 is asked for  # one positioned read at most this long (some kernels cap a single read near 2 GiB)
+READ_CHUNK = 64 << 20  # one positioned read at most this long (some kernels cap a single read near 2 GiB)
+WIDEN_BLOCK = 8 << 20  # stored bytes read and widened at a time when float32 is asked for
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict]:
