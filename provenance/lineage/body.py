@@ -8,8 +8,9 @@ embedding rows of shared tokens), keeping the best objective.
 
 A fitted map overfits the neurons it was fitted on, so the map is cross-fitted: the map that scores
 the rows of layer i of A was fitted on A's layers of the other folds (the other parity in deep models,
-every other layer in shallow ones; pooled, against all of B's layers, so no layer map is needed). Under independence every layer pair of A's row i is scored by a
-map that saw none of A's layer i, so corresponding and non-corresponding pairs stay exchangeable.
+every other layer in shallow ones; pooled, against all of B's layers, so no layer map is needed). Under
+independence every layer pair of A's row i is scored by a map that saw none of A's layer i, so
+corresponding and non-corresponding pairs stay exchangeable.
 """
 from __future__ import annotations
 
