@@ -320,10 +320,8 @@ def report(rows: list[dict]) -> dict:
         # basis eigendecomposition) makes small checkpoints dearer per GB without any superlinear growth
         gb = [r["bytes"] / GB for r in dense]
         secs = [r["ours"]["seconds"] for r in dense]
-        mean_gb, mean_s = sum(gb) / len(gb), sum(secs) / len(secs)
-        slope = (sum((g - mean_gb) * (t - mean_s) for g, t in zip(gb, secs))
-                 / max(sum((g - mean_gb) ** 2 for g in gb), 1e-12))
-        fixed = mean_s - slope * mean_gb
+        import numpy as np
+        slope, fixed = (float(c) for c in np.polyfit(gb, secs, 1))
         residual = max(abs(fixed + slope * g - t) / t for g, t in zip(gb, secs))
         scaling = {"seconds_per_gb": per_gb, "seconds_per_gb_max_over_min": max(per_gb) / min(per_gb),
                    "linear_fit": {"fixed_seconds": fixed, "seconds_per_gb": slope, "max_relative_residual": residual},
